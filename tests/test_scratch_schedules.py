@@ -52,9 +52,7 @@ def test_exponential_matches_exponentiallr(gamma):
 def test_cosine_matches_cosineannealinglr(t_max, eta_min):
     n = 2 * t_max + 5  # past t_max the curve rises again, as torch's does
     ours = S.CosineAnnealing(0.1, t_max=t_max, eta_min=eta_min).values(n)
-    theirs = torch_curve(
-        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min), 0.1, n
-    )
+    theirs = torch_curve(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=eta_min), 0.1, n)
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-15)
     assert ours[t_max] == pytest.approx(eta_min, abs=1e-15)
 

@@ -48,7 +48,9 @@ class Optimizer:
             raise ValueError("The optimizer got an empty parameter list: pass model.parameters().")
         for i, p in enumerate(params):
             if not isinstance(p, np.ndarray):
-                raise ValueError(f"Parameter {i} is a {type(p).__name__}, but only NumPy arrays can be updated in place.")
+                raise ValueError(
+                    f"Parameter {i} is a {type(p).__name__}, but only NumPy arrays can be updated in place."
+                )
             if not np.issubdtype(p.dtype, np.floating):
                 raise ValueError(f"Parameter {i} has dtype {p.dtype}; only floating-point arrays can be optimized.")
         self.params = params
