@@ -1,0 +1,66 @@
+"""Deep learning from scratch in NumPy: the machinery of labs 01-03.
+
+Modules (each readable in one sitting):
+
+- ``functional``: conv2d (naive loops and vectorised im2col), max/avg pooling, with backward passes
+- ``layers``: Linear, Conv2d, pooling, activations, Flatten, Dropout, Sequential (torch's names/layouts)
+- ``losses``: softmax cross-entropy and MSE, each returning (loss, gradient)
+- ``gradcheck``: finite differences, relative error, per-parameter gradient-check tables
+- ``receptive``: receptive field and effective stride of a layer stack
+- ``optim``: SGD (momentum, Nesterov), RMSprop, Adam with torch.optim's update rules
+- ``schedules``: learning-rate schedules
+- ``trainer``: mini-batch training loop, evaluation, .npz checkpoints
+- ``plots``: filters, feature maps, confusion matrices (imports matplotlib, so loaded on first use)
+
+Submodules not imported here are loaded on first attribute access (``scratch.plots``).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from . import functional, gradcheck, layers, losses, receptive
+from .layers import (
+    AvgPool2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Layer,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
+from .losses import mse, softmax_cross_entropy
+
+_LAZY = ("optim", "schedules", "trainer", "plots", "conv_checks")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "functional",
+    "layers",
+    "losses",
+    "gradcheck",
+    "receptive",
+    "Layer",
+    "Linear",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Flatten",
+    "Dropout",
+    "Sequential",
+    "softmax_cross_entropy",
+    "mse",
+]
