@@ -433,13 +433,15 @@ def load_arrays(name: str, *, profile: str, val_size: int | None = None, seed: i
                 train_subset: int | None = None, test_subset: int | None = None) -> ArraySplits:
     """Train/validation/test arrays of a dataset (uint8 images (N, C, H, W), int64 labels).
 
-    ``val_size`` images (default per dataset: 10,000 for MNIST, 5,000 for CIFAR) are held out of the
+    ``val_size`` images (default per dataset, at most a fifth of the training set: 10,000 for MNIST,
+    5,000 for CIFAR) are held out of the
     training set by a permutation seeded with ``seed``, so the split is reproducible. ``train_subset`` and
     ``test_subset`` keep the first n of the (seeded) shuffled training remainder and test set.
     """
     spec = _spec(name)
     (x_all, y_all, x_test, y_test), info = _load_raw(name, check_profile(profile))
-    val_size = spec.val_size if val_size is None else val_size
+    # Stand-ins are smaller than the real sets: hold out at most a fifth of them by default.
+    val_size = min(spec.val_size, len(x_all) // 5) if val_size is None else val_size
     _check_count("val_size", val_size, len(x_all) - 1)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x_all))

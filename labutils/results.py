@@ -51,6 +51,19 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def environment() -> dict[str, Any]:
+    """What this machine offers the labs: library versions, device, threads, wandb mode, folders."""
+    import torch
+
+    from labutils import get_device
+    from labutils.data import data_dir
+    from labutils.tracking import resolve_mode
+
+    return {**library_versions(), "device": str(get_device()), "cuda_available": torch.cuda.is_available(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "wandb_mode": resolve_mode(),
+            "data_dir": str(data_dir()), "runs_dir": str(runs_dir())}
+
+
 def to_jsonable(value: Any) -> Any:
     """Convert NumPy/torch scalars and arrays, paths and dataclasses to plain JSON values.
 

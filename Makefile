@@ -1,0 +1,46 @@
+# Deep Learning Labs — the commands a user runs. See README.md.
+#   make labs            run every notebook (PROFILE=quick by default) and write runs/REPORT.md
+#   make labs PROFILE=full
+#   make test            the whole test suite (what CI runs)
+#   make lab             JupyterLab with widgets
+#   make data            pre-fetch datasets into data/
+#   make strip           store notebooks without outputs (nbval-checked cells excepted)
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= quick
+STAMP   := $(VENV)/.installed
+export MPLBACKEND ?= Agg
+
+.PHONY: labs test lab data strip lint venv clean
+
+# The environment is rebuilt only when requirements.txt or pyproject.toml change.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+labs: $(STAMP)
+	$(PY) -m labutils run --profile $(PROFILE)
+
+test: $(STAMP)
+	LABS_PROFILE=quick WANDB_MODE=offline $(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbval-lax
+
+lint: $(STAMP)
+	$(PY) -m ruff check labutils tests benchmarks
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+data: $(STAMP)
+	$(PY) -m labutils data
+
+strip: $(STAMP)
+	$(PY) -m labutils strip
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,104 @@
+"""Shared test set-up: quiet offline tracking, a private runs/ folder, and notebooks executed once.
+
+Every test session writes lab outputs into a temporary ``LABS_RUNS`` (never the user's ``runs/``)
+and runs wandb offline into a temporary ``WANDB_DIR``. These are set before any kernel starts, so
+nbval's kernels inherit them too.
+
+``notebook_metrics(stem)`` executes ``notebooks/<stem>.ipynb`` with papermill in the quick profile
+and returns its parsed metrics.json. Each notebook runs at most once per test session, also under
+pytest-xdist: the first worker to ask runs it under a file lock, the others read its result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+
+
+def _session_root() -> Path:
+    """One temporary folder shared by the controller and every xdist worker of this session."""
+    root = os.environ.get("LABS_TEST_ROOT")
+    if not root:
+        root = tempfile.mkdtemp(prefix="labs-tests-")
+        os.environ["LABS_TEST_ROOT"] = root  # inherited by xdist workers started after this
+    return Path(root)
+
+
+def pytest_configure(config):
+    root = _session_root()
+    os.environ.setdefault("LABS_PROFILE", "quick")
+    os.environ["LABS_RUNS"] = str(root / "runs")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ["WANDB_DIR"] = str(root / "wandb")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Many kernels and workers share two cores: one thread each avoids oversubscription.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep every cell of one nbval notebook on one xdist worker (they share a kernel)."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group(name=f"nbval-{path.stem}"))
+            item.add_marker(pytest.mark.notebooks)
+
+
+def notebook_paths() -> list[Path]:
+    """Every lab notebook, in teaching order."""
+    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute_notebook(stem: str, parameters: dict | None = None) -> Path:
+    """Run one notebook with papermill (quick profile) into the session's runs folder; return the output path."""
+    import papermill as pm
+
+    source = NOTEBOOKS / f"{stem}.ipynb"
+    if not source.exists():
+        raise FileNotFoundError(f"No notebook {source}")
+    out_dir = Path(os.environ["LABS_RUNS"]) / stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{stem}.executed.ipynb"
+    pm.execute_notebook(str(source), str(output), parameters={"PROFILE": "quick", **(parameters or {})},
+                        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False, log_output=False)
+    return output
+
+
+@pytest.fixture(scope="session")
+def notebook_metrics():
+    """``notebook_metrics(stem)`` → the metrics.json of that notebook, executed once per session."""
+    from filelock import FileLock
+
+    root = _session_root()
+    cache: dict[str, dict] = {}
+
+    def get(stem: str) -> dict:
+        if stem in cache:
+            return cache[stem]
+        done = root / "executed" / f"{stem}.json"
+        done.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(done) + ".lock"):
+            if not done.exists():
+                try:
+                    execute_notebook(stem)
+                    status = {"ok": True}
+                except Exception as exc:  # remembered, so other tests of this notebook fail fast and alike
+                    status = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:4000]}
+                done.write_text(json.dumps(status))
+        status = json.loads(done.read_text())
+        if not status["ok"]:
+            pytest.fail(f"notebook {stem} failed to execute: {status['error']}")
+        metrics_path = Path(os.environ["LABS_RUNS"]) / stem / "metrics.json"
+        cache[stem] = json.loads(metrics_path.read_text())
+        return cache[stem]
+
+    return get
