@@ -1,0 +1,496 @@
+"""labutils.train on tiny synthetic tensors: learning, optimizers and schedulers against torch,
+early stopping, checkpoints and exact resume, non-finite losses, evaluation by hand, tracking."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from labutils import seed_everything
+from labutils import train as T
+from labutils.train import CheckpointMismatchError, NonFiniteLossError, evaluate, fit
+
+torch.set_num_threads(1)
+N_TRAIN, N_VAL, FEATURES, CLASSES, BATCH = 192, 64, 8, 4, 32   # 6 steps per epoch
+
+
+def make_data(seed: int = 0, flip_val: bool = False, generator: torch.Generator | None = None):
+    """Gaussian inputs labelled by a random linear map (learnable); ``flip_val`` permutes the val labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N_TRAIN + N_VAL, FEATURES, generator=g)
+    y = (x @ torch.randn(FEATURES, CLASSES, generator=g)).argmax(1)
+    xv, yv = x[N_TRAIN:], y[N_TRAIN:]
+    if flip_val:   # validation on the training inputs with other labels: the better the fit, the worse val
+        xv, yv = x[:N_VAL], (y[:N_VAL] + 1) % CLASSES
+    train = DataLoader(TensorDataset(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True, generator=generator)
+    val = DataLoader(TensorDataset(xv, yv), batch_size=BATCH)
+    return train, val
+
+
+def mlp(seed: int = 0, hidden: int = 32, dropout: float = 0.1) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, CLASSES))
+
+
+def run(model, train, val, **kw):
+    kw = {"epochs": 3, "progress": False, "device": "cpu", **kw}
+    return fit(model, train, val, **kw)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def rows_without_time(history):
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in history]
+
+
+# -- learning and the history ------------------------------------------------------------------
+def test_fit_learns_and_records_history():
+    seed_everything(0)
+    train, val = make_data()
+    model = mlp()
+    hist = run(model, train, val, epochs=8, lr=1e-2)
+    assert len(hist) == 8 and hist["epoch"] == list(range(1, 9))
+    assert set(hist[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s"}
+    assert hist[-1]["train_loss"] < 0.6 * hist[0]["train_loss"]
+    assert hist[-1]["val_acc"] > 0.8          # chance is 0.25
+    assert hist.best_val_acc == max(hist["val_acc"])
+    assert hist["val_acc"][hist.best_epoch - 1] == hist.best_val_acc
+    assert not hist.stopped_early and not hist.interrupted and hist.resumed_from is None
+    # the reported val numbers are what evaluate() measures on the final model
+    ev = evaluate(model, val, device="cpu")
+    assert ev.top1 == pytest.approx(hist[-1]["val_acc"], abs=1e-12)
+    assert ev.loss == pytest.approx(hist[-1]["val_loss"], rel=1e-5)
+    json.dumps(hist.as_dict(), allow_nan=False)
+    assert T.History.from_dict(hist.as_dict()) == hist
+    with pytest.raises(KeyError, match="no column 'accuracy'"):
+        hist["accuracy"]
+
+
+@pytest.mark.parametrize("name, cls, extra", [
+    ("sgd", torch.optim.SGD, {"momentum": 0.8, "nesterov": True, "weight_decay": 1e-3}),
+    ("adam", torch.optim.Adam, {"weight_decay": 1e-3}),
+    ("adamw", torch.optim.AdamW, {"weight_decay": 1e-2}),
+])
+def test_one_epoch_equals_a_bare_torch_loop(name, cls, extra):
+    """fit's update is exactly the textbook loop with the torch optimizer (same seeds, same batches)."""
+    lr = 0.05 if name == "sgd" else 3e-3
+    seed_everything(1)
+    train, val = make_data()
+    model = mlp(dropout=0.0)
+    hist = run(model, train, val, epochs=2, optimizer=name, lr=lr, **extra)
+
+    seed_everything(1)
+    train, val = make_data()
+    ref = mlp(dropout=0.0)
+    opt = cls(ref.parameters(), lr=lr, **extra)
+    val_acc = []
+    for _ in range(2):
+        for x, y in train:
+            opt.zero_grad()
+            F.cross_entropy(ref(x), y).backward()
+            opt.step()
+        with torch.no_grad():   # validating draws a seed from the global RNG, as in fit
+            val_acc.append(sum((ref(x).argmax(1) == y).sum().item() for x, y in val) / N_VAL)
+    assert_same_weights(model, ref)
+    assert hist["val_acc"] == val_acc
+
+
+def test_bad_arguments_give_one_clear_error():
+    train, val = make_data()
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamm': choose one of adam, adamw, sgd"):
+        run(mlp(), train, val, optimizer="adamm")
+    with pytest.raises(ValueError, match=r"Unknown scheduler 'cosin': choose one of plateau, step, cosine, onecycle"):
+        run(mlp(), train, val, scheduler="cosin")
+    with pytest.raises(ValueError, match="not accepted by CosineAnnealingLR"):
+        run(mlp(), train, val, scheduler="cosine", scheduler_kwargs={"gamma": 0.5})
+    with pytest.raises(ValueError, match="scheduler is None"):
+        run(mlp(), train, val, scheduler_kwargs={"factor": 0.1})
+    with pytest.raises(ValueError, match="nesterov=True applies to optimizer='sgd' only"):
+        run(mlp(), train, val, optimizer="adam", nesterov=True)
+    for bad in ({"epochs": 0}, {"patience": 0}, {"max_steps_per_epoch": 0}, {"lr": -1.0}):
+        with pytest.raises(ValueError, match=repr(list(bad.values())[0])):
+            run(mlp(), train, val, **bad)
+
+
+def test_max_steps_per_epoch_caps_batches():
+    train, val = make_data()
+    calls = []
+
+    class Recorder:
+        def record(self, step):
+            calls.append(step)
+
+    run(mlp(), train, val, epochs=2, max_steps_per_epoch=2, grad_recorder=Recorder())
+    assert calls == [0, 1, 2, 3]
+
+
+# -- schedulers --------------------------------------------------------------------------------
+class ConstantScores(nn.Module):
+    """Same scores for every input and zero gradients: validation accuracy never changes."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+    def forward(self, x):
+        return self.bias.detach().expand(x.shape[0], -1) + 0.0 * self.bias
+
+
+def test_plateau_halves_lr_after_patience_2_on_val_accuracy():
+    train, val = make_data()
+    hist = run(ConstantScores(), train, val, epochs=9, lr=0.1, scheduler="plateau")
+    # epoch 1 sets the best; epochs 2-4 do not improve: the 3rd miss exceeds patience 2 -> halve.
+    assert hist["lr"] == pytest.approx([0.1] * 4 + [0.05] * 3 + [0.025] * 2, rel=1e-12)
+    sched = T.build_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), "plateau", epochs=5)
+    assert (sched.mode, sched.factor, sched.patience) == ("max", 0.5, 2)
+
+
+def test_plateau_does_not_reduce_while_val_accuracy_improves():
+    seed_everything(0)
+    train, val = make_data()
+    hist = run(mlp(), train, val, epochs=4, lr=1e-2, scheduler="plateau")
+    assert hist["lr"] == [1e-2] * 4
+
+
+def test_step_schedule_divides_by_10_at_half_and_three_quarters():
+    train, val = make_data()
+    hist = run(mlp(), train, val, epochs=8, optimizer="sgd", lr=0.1, scheduler="step")
+    assert hist["lr"] == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2, rel=1e-12)
+    hist = run(mlp(), train, val, epochs=5, optimizer="sgd", lr=0.1, scheduler="step",
+               scheduler_kwargs={"step_size": 2, "gamma": 0.5})
+    assert hist["lr"] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025], rel=1e-12)
+
+
+def test_cosine_schedule_per_epoch():
+    train, val = make_data()
+    hist = run(mlp(), train, val, epochs=6, optimizer="sgd", lr=0.1, scheduler="cosine")
+    expected = [0.05 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]
+    assert hist["lr"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_onecycle_steps_after_every_batch():
+    train, val = make_data()
+    epochs, steps = 4, len(train)
+    hist = run(mlp(), train, val, epochs=epochs, optimizer="sgd", lr=0.2, scheduler="onecycle")
+    ref_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2, momentum=0.9)
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.2, total_steps=epochs * steps)
+    expected = []
+    for _ in range(epochs):
+        expected.append(ref_opt.param_groups[0]["lr"])
+        for _ in range(steps):
+            ref_opt.step()
+            ref.step()
+    assert hist["lr"] == pytest.approx(expected, rel=1e-9)
+    assert hist["lr"][0] == pytest.approx(0.2 / 25)        # starts at max_lr / div_factor
+
+
+# -- early stopping and checkpoints -----------------------------------------------------------
+def test_early_stopping_restores_the_best_weights(tmp_path):
+    seed_everything(3)
+    train, val = make_data(flip_val=True)
+    model = mlp()
+    hist = run(model, train, val, epochs=30, lr=1e-2, patience=3, checkpoint_dir=tmp_path)
+    assert hist.stopped_early
+    assert len(hist) == hist.best_epoch + 3 < 30
+    assert hist.best_val_acc == max(hist["val_acc"])
+    # the model is the one from the best epoch: identical to a run that stopped there
+    seed_everything(3)
+    train, val = make_data(flip_val=True)
+    ref = mlp()
+    run(ref, train, val, epochs=hist.best_epoch, lr=1e-2)
+    assert_same_weights(model, ref)
+    assert evaluate(model, val, device="cpu").top1 == hist.best_val_acc
+    # best.pt holds the same weights and loads with weights_only=True
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["epoch"] == hist.best_epoch and hist.checkpoint == str(tmp_path / "best.pt")
+    for k, v in weights(model).items():
+        assert torch.equal(best["model"][k], v)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]   # no temp files left
+
+
+@pytest.mark.parametrize("scheduler", [None, "plateau", "step"])
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_resume_equals_uninterrupted(tmp_path, scheduler, own_generator):
+    """Run 2 epochs with checkpoints, then a new fit for 5 epochs resumes: same weights and history as 5 at once."""
+    def setup(seed_model):
+        gen = torch.Generator().manual_seed(7) if own_generator else None
+        train, val = make_data(generator=gen)
+        return mlp(seed_model), train, val
+
+    kw = {"optimizer": "sgd", "lr": 0.05, "scheduler": scheduler, "patience": 4}
+    kw["scheduler_kwargs"] = {"milestones": [3]} if scheduler == "step" else None
+    seed_everything(5)
+    model, train, val = setup(0)
+    full = run(model, train, val, epochs=5, checkpoint_dir=tmp_path / "a", **kw)
+
+    seed_everything(5)
+    first, train, val = setup(0)
+    run(first, train, val, epochs=2, checkpoint_dir=tmp_path / "b", **kw)
+    seed_everything(99)                                    # a fresh session: other seeds, other init
+    resumed, train, val = setup(42)
+    torch.rand(10)
+    hist = run(resumed, train, val, epochs=5, checkpoint_dir=tmp_path / "b", **kw)
+    assert hist.resumed_from == 2 and len(hist) == 5
+    assert rows_without_time(hist) == rows_without_time(full)
+    assert (hist.best_epoch, hist.best_val_acc) == (full.best_epoch, full.best_val_acc)
+    assert_same_weights(resumed, model)
+
+
+class InterruptingLoader:
+    """Wraps a loader and raises KeyboardInterrupt (as Jupyter's stop button does) at one batch."""
+
+    def __init__(self, loader, epoch: int, batch: int):
+        self.loader, self.epoch, self.batch, self.count = loader, epoch, batch, 0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.count += 1
+        for i, batch in enumerate(self.loader, start=1):
+            if (self.count, i) == (self.epoch, self.batch):
+                raise KeyboardInterrupt
+            yield batch
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_interrupt_keeps_best_and_resume_matches(tmp_path, scheduler):
+    kw = {"epochs": 5, "optimizer": "sgd", "lr": 0.05, "scheduler": scheduler}
+    seed_everything(2)
+    train, val = make_data()
+    model = mlp()
+    full = run(model, train, val, checkpoint_dir=tmp_path / "a", **kw)
+
+    seed_everything(2)
+    train, val = make_data()
+    interrupted = mlp()
+    hist = run(interrupted, InterruptingLoader(train, epoch=3, batch=4), val, checkpoint_dir=tmp_path / "b", **kw)
+    assert hist.interrupted and len(hist) == 2
+    assert rows_without_time(hist) == rows_without_time(full)[:2]
+    best = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
+    assert best["epoch"] == hist.best_epoch
+    for k, v in weights(interrupted).items():           # best weights put back
+        assert torch.equal(best["model"][k], v)
+
+    seed_everything(11)
+    resumed = mlp(seed=8)
+    train, val = make_data()
+    hist = run(resumed, train, val, checkpoint_dir=tmp_path / "b", **kw)
+    assert hist.resumed_from == 2 and not hist.interrupted
+    assert rows_without_time(hist) == rows_without_time(full)
+    assert_same_weights(resumed, model)
+    with pytest.raises(CheckpointMismatchError, match="planned for 5 epochs"):
+        run(mlp(), train, val, checkpoint_dir=tmp_path / "b", **{**kw, "epochs": 7})
+
+
+def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
+    train, val = make_data()
+    run(mlp(hidden=16), train, val, epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=r"does not match this Sequential: 3 tensor\(s\) differ in "
+                                                       r"shape \(e\.g\. '0\.weight': \(16, 8\) saved, \(32, 8\)"):
+        run(mlp(hidden=32), train, val, epochs=2, checkpoint_dir=tmp_path)
+    assert issubclass(CheckpointMismatchError, ValueError)
+    with pytest.raises(CheckpointMismatchError, match="optimizer Adam .* this run uses SGD"):
+        run(mlp(hidden=16), train, val, epochs=2, optimizer="sgd", checkpoint_dir=tmp_path)
+    deeper = nn.Sequential(*mlp(hidden=16), nn.ReLU(), nn.Linear(CLASSES, CLASSES))
+    with pytest.raises(CheckpointMismatchError, match=r"2 are missing from it \(e\.g\. '5\.weight'\)"):
+        T.load_checkpoint(tmp_path / "best.pt", deeper)
+    # starting afresh is allowed
+    assert len(run(mlp(hidden=32), train, val, epochs=1, checkpoint_dir=tmp_path, resume=False)) == 1
+
+
+# -- non-finite loss ---------------------------------------------------------------------------
+class NaNAfter(nn.Module):
+    """A linear classifier whose scores turn NaN at the n-th training forward pass."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.linear, self.n, self.calls = nn.Linear(FEATURES, CLASSES), n, 0
+
+    def forward(self, x):
+        out = self.linear(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.n:
+                out = out * float("nan")
+        return out
+
+
+@pytest.mark.parametrize("sync_every", [4, 50])
+def test_non_finite_loss_names_epoch_and_step(monkeypatch, sync_every):
+    monkeypatch.setattr(T, "SYNC_EVERY", sync_every)
+    train, val = make_data()
+    model = NaNAfter(n=len(train) + 3)                 # 3rd batch of the 2nd epoch
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step 3 \(global step 9\)") as err:
+        run(model, train, val, epochs=3)
+    assert (err.value.epoch, err.value.step, err.value.global_step) == (2, 3, 9)
+    assert len(err.value.history) == 1 and isinstance(err.value, ValueError)
+    assert torch.isfinite(model.linear.weight).all()    # best weights (epoch 1) put back
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+class Lookup(nn.Module):
+    """Returns a fixed score table row per input id: evaluate's numbers can be checked by hand."""
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.register_buffer("scores", scores)
+
+    def forward(self, x):
+        return self.scores[x.long()]
+
+
+def test_evaluate_against_hand_computation():
+    rng = np.random.default_rng(0)
+    n, k = 23, 7
+    scores = rng.normal(size=(n, k)).astype(np.float32)
+    labels = rng.integers(0, k, size=n)
+    labels[:3] = scores[:3].argmax(1)                     # some right for sure
+    model = Lookup(torch.from_numpy(scores))
+    loader = DataLoader(TensorDataset(torch.arange(n), torch.from_numpy(labels)), batch_size=5)   # uneven batches
+    ev = evaluate(model, loader, device="cpu")
+
+    order = np.argsort(-scores, axis=1)
+    top1 = np.mean(order[:, 0] == labels)
+    top5 = np.mean([labels[i] in order[i, :5] for i in range(n)])
+    log_softmax = scores - scores.max(1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+    loss = -np.mean(log_softmax[np.arange(n), labels])
+    confusion = np.zeros((k, k), dtype=np.int64)
+    for t, p in zip(labels, order[:, 0]):
+        confusion[t, p] += 1
+    assert ev.top1 == pytest.approx(top1, abs=1e-12)
+    assert ev.top5 == pytest.approx(top5, abs=1e-12) and top5 > top1
+    assert ev.loss == pytest.approx(loss, rel=1e-5)
+    np.testing.assert_array_equal(ev.confusion, confusion)
+    np.testing.assert_array_equal(ev.predictions, order[:, 0])
+    np.testing.assert_array_equal(ev.targets, labels)
+    assert ev.confusion.sum() == n and ev.num_classes == k
+    assert ev.as_dict() == {"loss": ev.loss, "top1": ev.top1, "top5": ev.top5}
+
+
+def test_evaluate_top5_with_few_classes_and_mode_restored():
+    train, val = make_data()
+    model = mlp().train()
+    ev = evaluate(model, val, device="cpu")
+    assert ev.top5 == 1.0                              # 4 classes: the true class is always among the top 4
+    assert model.training                              # the caller's mode is put back
+    model.eval()
+    evaluate(model, val, device="cpu")
+    assert not model.training
+
+
+# -- tracking and gradient recording -----------------------------------------------------------
+class FakeTracker:
+    def __init__(self):
+        self.logs, self.summaries, self.artifacts = [], {}, []
+
+    def log(self, metrics, step=None):
+        self.logs.append((step, dict(metrics)))
+
+    def summary(self, **kv):
+        self.summaries.update(kv)
+
+    def log_artifact(self, path, name, type="model"):
+        self.artifacts.append((Path(path), name, type))
+
+
+class CheckingRecorder:
+    """Checks it is called after backward (gradients present) and before the step (weights unchanged)."""
+
+    def __init__(self, model):
+        self.model, self.steps, self.snapshot = model, [], None
+
+    def record(self, step):
+        w = self.model[0].weight
+        assert w.grad is not None and torch.isfinite(w.grad).all()
+        if self.snapshot is not None:
+            assert not torch.equal(self.snapshot, w.detach())   # the previous step was applied after record
+        self.snapshot = w.detach().clone()
+        self.steps.append(step)
+
+    def latest(self):
+        return {"0.weight": 0.5, "3": {"weight": 0.25}}
+
+
+def test_tracker_and_recorder_calls(tmp_path):
+    train, val = make_data()
+    model = mlp()
+    tracker, recorder = FakeTracker(), CheckingRecorder(model)
+    hist = run(model, train, val, epochs=3, lr=1e-2, grad_recorder=recorder, tracker=tracker,
+               checkpoint_dir=tmp_path / "resnet-20")
+    assert recorder.steps == list(range(3 * len(train)))
+    epoch_logs = [(s, m) for s, m in tracker.logs if "val/acc" in m]
+    assert [s for s, _ in epoch_logs] == [6, 12, 18]
+    step, m = epoch_logs[-1]
+    assert m["val/acc"] == hist[-1]["val_acc"] and m["train/loss"] == hist[-1]["train_loss"]
+    assert m["lr"] == 1e-2 and m["grad_norm/0.weight"] == 0.5 and m["grad_norm/3/weight"] == 0.25
+    assert tracker.summaries["best_val_acc"] == hist.best_val_acc
+    assert tracker.artifacts == [(tmp_path / "resnet-20" / "best.pt", "resnet-20-best", "model")]
+    steps = [s for s, _ in tracker.logs]
+    assert steps == sorted(steps)                       # wandb needs non-decreasing steps
+
+
+def test_real_offline_wandb_tracker(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from labutils.tracking import Tracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    train, val = make_data()
+    with Tracker(project="labs-tests", name="fit") as tracker:
+        hist = run(mlp(), train, val, epochs=2, tracker=tracker, checkpoint_dir=tmp_path / "ckpt")
+        assert tracker.mode == "offline"
+    assert len(hist) == 2
+    assert list((tmp_path / "wandb").rglob("*.wandb")), "no offline run file written"
+
+
+# -- backbones ---------------------------------------------------------------------------------
+def test_save_and_load_backbone(tmp_path):
+    seed_everything(0)
+    model = mlp(hidden=24)
+    meta = {"architecture": "mlp", "model_kwargs": {"hidden": 24}, "synthetic": True, "val_acc": np.float32(0.5)}
+    path = T.save_backbone(model, tmp_path / "backbone.pt", meta)
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["synthetic"] is True and side["model_class"] == "Sequential" and side["val_acc"] == 0.5
+    assert side["num_parameters"] == sum(p.numel() for p in model.parameters())
+
+    def factory(hidden):
+        return mlp(seed=5, hidden=hidden)
+
+    loaded, meta2 = T.load_backbone(path, factory)
+    assert_same_weights(loaded, model)
+    assert meta2["architecture"] == "mlp"
+    with pytest.raises(CheckpointMismatchError, match="does not match"):
+        T.load_backbone(path, mlp(hidden=8))
+    run(model, *make_data(), epochs=1, checkpoint_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match="not a backbone checkpoint"):
+        T.load_backbone(tmp_path / "c" / "best.pt", factory)
+
+
+def test_plot_histories_returns_what_it_draws():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    train, val = make_data()
+    runs = {"a": run(mlp(), train, val, epochs=2), "b": run(mlp(1), train, val, epochs=3)}
+    fig, data = T.plot_histories(runs, metrics=("train_loss", "val_acc"), logy=("train_loss",))
+    assert data["val_acc"]["b"] == runs["b"]["val_acc"] and len(data["train_loss"]["a"]) == 2
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
