@@ -494,7 +494,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, epoch
     - ``grad_recorder``: e.g. ``labutils.gradflow.GradientRecorder(model)``; ``record(step)`` is called
       after every backward pass, before the optimizer step (``step`` = optimizer steps done so far).
     - ``tracker``: a ``labutils.tracking.Tracker``; gets loss, accuracy, learning rate, gradient norms
-      (from ``grad_recorder.latest()`` when it has one) and the best checkpoint as an artifact.
+      (``gradflow/...`` from ``grad_recorder.latest()`` when it has one, once per epoch) and the best
+      checkpoint as an artifact.
     - ``device``: default ``labutils.get_device()``. On CUDA: bf16 autocast (``amp``), channels-last
       convnets and non-blocking copies (use loaders with ``pin_memory=True`` for the copies to overlap).
     - ``loss_fn``: default cross-entropy (batch mean). ``max_steps_per_epoch`` caps batches per epoch.
@@ -696,8 +697,8 @@ def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) ->
     metrics = {"epoch": row["epoch"], "train/loss": row["train_loss"], "train/acc": row["train_acc"],
                "val/loss": row["val_loss"], "val/acc": row["val_acc"], "lr": row["lr"], "epoch_time_s": row["time_s"]}
     latest = getattr(recorder, "latest", None)
-    if callable(latest):
-        _flat_numbers("grad_norm", latest(), metrics)
+    if callable(latest):   # GradientRecorder: {"weight": {layer: norm}, "bias": {...}, "dead_relu": {...}}
+        _flat_numbers("gradflow", latest(), metrics)
     tracker.log(metrics, step=global_step)
 
 

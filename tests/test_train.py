@@ -427,7 +427,7 @@ class CheckingRecorder:
         self.steps.append(step)
 
     def latest(self):
-        return {"0.weight": 0.5, "3": {"weight": 0.25}}
+        return {"weight": {"0": 0.5, "3": 0.25}, "bias": {"0": 0.125}, "dead_relu": {"1": 0.0}}
 
 
 def test_tracker_and_recorder_calls(tmp_path):
@@ -441,7 +441,8 @@ def test_tracker_and_recorder_calls(tmp_path):
     assert [s for s, _ in epoch_logs] == [6, 12, 18]
     step, m = epoch_logs[-1]
     assert m["val/acc"] == hist[-1]["val_acc"] and m["train/loss"] == hist[-1]["train_loss"]
-    assert m["lr"] == 1e-2 and m["grad_norm/0.weight"] == 0.5 and m["grad_norm/3/weight"] == 0.25
+    assert m["lr"] == 1e-2 and m["gradflow/weight/0"] == 0.5 and m["gradflow/weight/3"] == 0.25
+    assert m["gradflow/bias/0"] == 0.125 and m["gradflow/dead_relu/1"] == 0.0
     assert tracker.summaries["best_val_acc"] == hist.best_val_acc
     assert tracker.artifacts == [(tmp_path / "resnet-20" / "best.pt", "resnet-20-best", "model")]
     steps = [s for s, _ in tracker.logs]
@@ -494,3 +495,18 @@ def test_plot_histories_returns_what_it_draws():
     fig, data = T.plot_histories(runs, metrics=("train_loss", "val_acc"), logy=("train_loss",))
     assert data["val_acc"]["b"] == runs["b"]["val_acc"] and len(data["train_loss"]["a"]) == 2
     assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
+
+
+def test_with_the_gradient_recorder():
+    from labutils.gradflow import GradientRecorder
+
+    train, val = make_data()
+    model = mlp()
+    tracker = FakeTracker()
+    with GradientRecorder(model) as recorder:
+        run(model, train, val, epochs=2, grad_recorder=recorder, tracker=tracker)
+    h = recorder.history
+    assert list(h["steps"]) == list(range(2 * len(train)))
+    assert h["weight"].shape == (2 * len(train), 2) and np.isfinite(h["weight"]).all()
+    last = [m for _, m in tracker.logs if "val/acc" in m][-1]
+    assert last["gradflow/weight/0"] == pytest.approx(h["weight"][-1, 0], rel=1e-6)
