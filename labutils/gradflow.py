@@ -1,0 +1,459 @@
+"""Gradient flow: per-layer gradient norms, dead ReLUs, and the plots that show them.
+
+A deep network stops learning when the gradient that reaches its first layers is many orders of
+magnitude smaller (or larger) than at its last layers. These tools measure that, layer by layer:
+
+>>> recorder = GradientRecorder(model)             # Linear/Conv layers and ReLU modules of the model
+>>> with recorder:                                  # attach hooks; detached on exit
+...     history = fit(model, train, val, epochs=3, grad_recorder=recorder)
+>>> recorder.history["weight"]                      # (steps, layers) array of ‖∂L/∂W‖₂
+>>> fig, data = plot_norm_heatmap(recorder)
+
+``recorder.record(step)`` is what a training loop calls after ``loss.backward()`` and before
+``optimizer.step()`` (``labutils.train.fit`` does so when given ``grad_recorder=``). Recording is
+cheap enough to leave on: all norms of a step come from one fused ``torch._foreach_norm`` call and
+stay on the device; they are copied to the host only when the history is read.
+
+Dead ReLUs: a unit is *dead on a batch* when its ReLU output is zero for every example of the batch
+(for convolutions a unit is a channel: zero at every example and position). The recorder stores,
+per ReLU module, the fraction of dead units on the last training batch before each ``record``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+RELU_LAYERS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+
+
+def weight_layers(model: nn.Module,
+                  layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every layer of the given types with a trainable ``weight``, input side first."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, tuple(layer_types)) and isinstance(getattr(m, "weight", None), nn.Parameter)
+            and m.weight.requires_grad]
+
+
+def unit_maxima(out: torch.Tensor) -> torch.Tensor:
+    """Largest activation of each unit over a batch: ``(N, F) → (F,)``; ``(N, C, ...) → (C,)`` (channels).
+
+    A ReLU unit whose maximum is 0 is dead on that batch.
+    """
+    out = out.detach()
+    if out.dim() <= 1:
+        return out.amax().reshape(1)
+    return out.amax(dim=(0, *range(2, out.dim())))
+
+
+def dead_fraction(out: torch.Tensor) -> float:
+    """Fraction of a ReLU output's units that are zero for the whole batch (see :func:`unit_maxima`)."""
+    return float((unit_maxima(out) <= 0).float().mean())
+
+
+class GradientRecorder:
+    """Records per-layer gradient L2 norms (weights and biases) and dead-ReLU fractions during training.
+
+    Args:
+        model: the network; layers are found by type at construction.
+        layer_types: modules whose ``weight``/``bias`` gradients are measured (default Linear and Conv).
+        relu_types: activation modules watched for dead units (default ReLU, ReLU6); ``()`` turns it off.
+        every: record only when ``step % every == 0`` (1 = every step).
+
+    Attributes:
+        layer_names: the measured layers, input side first (``model.named_modules()`` order).
+        relu_names: the watched activation modules.
+        history: everything recorded so far as NumPy arrays (see :attr:`history`).
+    """
+
+    def __init__(self, model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+                 relu_types: Sequence[type[nn.Module]] = RELU_LAYERS, every: int = 1):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer (record every n-th step), got {every!r}.")
+        layers = weight_layers(model, layer_types)
+        if not layers:
+            kinds = ", ".join(t.__name__ for t in layer_types)
+            raise ValueError(f"The model has no trainable layers of type {kinds} to record gradients of.")
+        self.model = model
+        self.every = every
+        self.layer_names = [name for name, _ in layers]
+        self._weights = [m.weight for _, m in layers]
+        # Biases are measured in the same fused call; layers without one get NaN.
+        self._bias_slot = []
+        self._biases = []
+        for _, m in layers:
+            b = getattr(m, "bias", None)
+            if isinstance(b, nn.Parameter) and b.requires_grad:
+                self._bias_slot.append(len(self._biases))
+                self._biases.append(b)
+            else:
+                self._bias_slot.append(-1)
+        self._relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
+        self.relu_names = [name for name, _ in self._relus]
+        self._dead_latest: list[torch.Tensor | None] = [None] * len(self._relus)
+        self._handles: list[Any] = []
+        self._steps: list[int] = []
+        self._pending: list[torch.Tensor] = []      # one 1-D tensor per recorded step, still on the device
+        self._host: list[np.ndarray] = []           # blocks already copied to the host
+        self._cache: dict[str, Any] | None = None
+        self._device_cache: dict[tuple, torch.Tensor] = {}
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def attach(self) -> GradientRecorder:
+        """Start watching ReLU outputs (forward hooks). Gradient norms need no hook. Returns self."""
+        if not self._handles:
+            for i, (_, module) in enumerate(self._relus):
+                self._handles.append(module.register_forward_hook(self._make_hook(i)))
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks; the recorded history stays."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def __enter__(self) -> GradientRecorder:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _make_hook(self, i: int):
+        def hook(module, inputs, output):
+            # Only training forward passes count: evaluation runs under no_grad and would overwrite
+            # the statistics of the batch whose gradients are about to be recorded.
+            if torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+                self._dead_latest[i] = unit_maxima(output)
+        return hook
+
+    # -- recording -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def record(self, step: int) -> bool:
+        """Measure the gradients now in ``.grad`` (call after ``backward()``, before ``optimizer.step()``).
+
+        Returns True if this step was recorded (see ``every``). Nothing is copied to the host here:
+        a handful of fused device operations per step, however many layers the model has.
+        """
+        if step % self.every:
+            return False
+        device = self._weights[0].device
+        params = self._weights + self._biases
+        grads = [p.grad for p in params]
+        nan = torch.full((1,), math.nan, device=device)
+        if all(g is not None for g in grads):
+            norms = torch._foreach_norm(grads)
+            values = torch.stack([n.float() for n in norms] if norms[0].dtype != torch.float32 else norms)
+        else:  # layers that took no part in this backward pass get NaN
+            values = nan.expand(len(params)).clone()
+            present = [i for i, g in enumerate(grads) if g is not None]
+            if present:
+                norms = torch._foreach_norm([grads[i] for i in present])
+                values[present] = torch.stack([n.float() for n in norms])
+        # [weights | biases | NaN]; one gather puts every layer's bias norm (or the NaN) in layer order
+        values = torch.cat([values, nan])
+        row = values[self._index(device)]
+        self._pending.append(torch.cat([row, self._dead_fractions(device)]))
+        self._steps.append(int(step))
+        self._cache = None
+        if len(self._pending) >= 256:  # bound the number of tiny device tensors kept alive
+            self._flush()
+        return True
+
+    def _index(self, device: torch.device) -> torch.Tensor:
+        """Positions in ``[weights | biases | NaN]`` of each layer's weight norm, then its bias norm."""
+        key = ("index", device)
+        if key not in self._device_cache:
+            n_w, n_b = len(self._weights), len(self._biases)
+            bias_pos = [n_w + s if s >= 0 else n_w + n_b for s in self._bias_slot]
+            self._device_cache[key] = torch.tensor(list(range(n_w)) + bias_pos, device=device)
+        return self._device_cache[key]
+
+    def _dead_fractions(self, device: torch.device) -> torch.Tensor:
+        """Dead fraction per watched ReLU from the per-unit maxima the hooks stored (NaN where none)."""
+        maxima, self._dead_latest = self._dead_latest, [None] * len(self._relus)
+        out = torch.full((len(maxima),), math.nan, device=device)
+        present = [i for i, m in enumerate(maxima) if m is not None]
+        if not present:
+            return out
+        sizes = tuple(maxima[i].numel() for i in present)
+        key = ("segments", device, tuple(present), sizes)
+        if key not in self._device_cache:
+            self._device_cache[key] = (
+                torch.repeat_interleave(torch.arange(len(present), device=device), torch.tensor(sizes, device=device)),
+                torch.tensor(sizes, dtype=torch.float32, device=device),
+                torch.tensor(present, device=device),
+            )
+        segment, counts, where = self._device_cache[key]
+        dead = (torch.cat([maxima[i].to(device).reshape(-1) for i in present]) <= 0).float()
+        out[where] = torch.zeros(len(present), device=device).index_add_(0, segment, dead) / counts
+        return out
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._host.append(torch.stack(self._pending).cpu().numpy().astype(np.float64))
+            self._pending.clear()
+
+    def reset(self) -> None:
+        """Forget everything recorded (hooks stay as they are)."""
+        self._steps.clear(), self._pending.clear(), self._host.clear()
+        self._cache = None
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    # -- reading ---------------------------------------------------------------------------------
+    @property
+    def history(self) -> dict[str, Any]:
+        """Everything recorded, as NumPy arrays (one host copy per call at most):
+
+        - ``"steps"``: ``(S,)`` int — the ``step`` of each record;
+        - ``"layers"``: the ``L`` layer names; ``"weight"``, ``"bias"``: ``(S, L)`` gradient L2 norms
+          (NaN where a layer has no bias or took no part);
+        - ``"relu_layers"``: the ``R`` ReLU names; ``"dead_relu"``: ``(S, R)`` dead-unit fractions
+          (NaN if that ReLU saw no training batch since the previous record).
+        """
+        if self._cache is None:
+            self._flush()
+            n_l, n_r = len(self.layer_names), len(self.relu_names)
+            block = np.concatenate(self._host) if self._host else np.zeros((0, 2 * n_l + n_r))
+            self._host = [block] if len(block) else []
+            self._cache = {
+                "steps": np.asarray(self._steps, dtype=np.int64),
+                "layers": list(self.layer_names),
+                "weight": block[:, :n_l],
+                "bias": block[:, n_l:2 * n_l],
+                "relu_layers": list(self.relu_names),
+                "dead_relu": block[:, 2 * n_l:],
+            }
+        return self._cache
+
+    def latest(self) -> dict[str, dict[str, float]]:
+        """The last record as ``{"weight": {layer: norm}, "bias": {layer: norm}, "dead_relu": {relu: fraction}}``.
+
+        Layers without a bias (and ReLUs without data) are left out. Empty dicts before the first record.
+        """
+        if not self._steps:
+            return {"weight": {}, "bias": {}, "dead_relu": {}}
+        h = self.history
+        out: dict[str, dict[str, float]] = {}
+        for key, names in (("weight", h["layers"]), ("bias", h["layers"]), ("dead_relu", h["relu_layers"])):
+            row = h[key][-1]
+            out[key] = {name: float(v) for name, v in zip(names, row) if np.isfinite(v)}
+        return out
+
+    def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:
+        """``{layer: value}`` of one recorded step (default the last); ``kind`` = weight, bias or dead_relu."""
+        if kind not in ("weight", "bias", "dead_relu"):
+            raise ValueError(f"Unknown kind {kind!r}: choose weight, bias or dead_relu.")
+        h = self.history
+        if not len(h["steps"]):
+            raise ValueError("Nothing recorded yet: call record(step) after a backward pass.")
+        if step is None:
+            i = -1
+        else:
+            hits = np.nonzero(h["steps"] == step)[0]
+            if not len(hits):
+                raise ValueError(f"Step {step} was not recorded; recorded steps run {h['steps'][0]}…{h['steps'][-1]}.")
+            i = int(hits[-1])
+        names = h["relu_layers"] if kind == "dead_relu" else h["layers"]
+        return {name: float(v) for name, v in zip(names, h[kind][i])}
+
+
+def grad_norms_at_init(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn=None,
+                       layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+                       kind: str = "weight") -> dict[str, float]:
+    """Per-layer gradient L2 norms from one forward/backward pass on one batch (training mode).
+
+    ``batch = (x, y)``; ``loss_fn`` defaults to cross-entropy. Returns ``{layer name: ‖∂L/∂W‖₂}`` input
+    side first (``kind="bias"`` for the biases). The model is left as it was: ``.grad`` fields cleared,
+    train/eval mode and buffers (BatchNorm running statistics) restored; no weights change.
+    """
+    if kind not in ("weight", "bias"):
+        raise ValueError(f"Unknown kind {kind!r}: choose weight or bias.")
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    device = next(model.parameters()).device
+    x, y = batch[0].to(device), batch[1].to(device)
+    was_training = model.training
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    model.train()
+    model.zero_grad(set_to_none=True)
+    try:
+        loss_fn(model(x), y).backward()
+        recorder = GradientRecorder(model, layer_types=layer_types, relu_types=())
+        recorder.record(0)
+        return recorder.at(0, kind)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------------
+def _as_curves(norms) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Normalise the inputs of :func:`plot_layer_norms` to ``{label: (layer names, values)}``."""
+    if isinstance(norms, GradientRecorder):
+        norms = norms.at()
+    if isinstance(norms, Mapping) and norms and all(isinstance(v, Mapping) for v in norms.values()):
+        return {str(label): (list(c), np.asarray(list(c.values()), float)) for label, c in norms.items()}
+    if isinstance(norms, Mapping):
+        return {"": (list(norms), np.asarray(list(norms.values()), float))}
+    values = np.asarray(norms, float)
+    if values.ndim != 1:
+        raise ValueError(f"plot_layer_norms needs one norm per layer, got an array of shape {values.shape}.")
+    return {"": ([str(i) for i in range(len(values))], values)}
+
+
+def plot_layer_norms(norms, ax=None, title: str | None = None, ylabel: str = "gradient L2 norm  ‖∂L/∂W‖",
+                     logy: bool = True):
+    """Per-layer norms at one step, input layer on the left, log scale.
+
+    ``norms``: ``{layer: value}`` (one curve), ``{label: {layer: value}}`` (one curve per label, e.g.
+    plain vs residual, on a relative x-axis when the networks differ in depth), a 1-D array, or a
+    :class:`GradientRecorder` (its last record). Returns ``(fig, data)`` with ``data[label]`` the
+    array drawn.
+    """
+    import matplotlib.pyplot as plt
+
+    curves = _as_curves(norms)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    else:
+        fig = ax.figure
+    lengths = {len(v) for _, v in curves.values()}
+    relative = len(lengths) > 1
+    data = {}
+    for label, (_, values) in curves.items():
+        x = np.linspace(0, 1, len(values)) if relative else np.arange(len(values))
+        shown = np.where(values > 0, values, np.nan) if logy else values
+        ax.plot(x, shown, marker="o", ms=3, lw=1.4, label=label or None)
+        data[label] = values
+    if logy:
+        ax.set_yscale("log")
+    if relative:
+        ax.set_xlabel("relative layer position (0 = input layer, 1 = output layer)")
+    else:
+        names = next(iter(curves.values()))[0]
+        ax.set_xlabel("layer (input → output)")
+        if len(names) <= 12:
+            ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    if any(curves):
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig, data
+
+
+def plot_norm_heatmap(recorder: GradientRecorder | Mapping[str, Any], kind: str = "weight", ax=None,
+                      title: str | None = None):
+    """Layer × step heatmap of ``log10`` gradient norms (or dead-ReLU fractions for ``kind="dead_relu"``).
+
+    Takes a recorder or its ``history`` dict. Returns ``(fig, data)`` with ``data["values"]`` the
+    ``(layers, steps)`` array drawn (log10 of the norms; raw fractions for dead ReLUs), ``data["steps"]``
+    and ``data["layers"]``.
+    """
+    import matplotlib.pyplot as plt
+
+    if kind not in ("weight", "bias", "dead_relu"):
+        raise ValueError(f"Unknown kind {kind!r}: choose weight, bias or dead_relu.")
+    h = recorder.history if isinstance(recorder, GradientRecorder) else recorder
+    steps = np.asarray(h["steps"])
+    if not len(steps):
+        raise ValueError("Nothing recorded yet: train with the recorder (record(step) after backward) first.")
+    layers = h["relu_layers"] if kind == "dead_relu" else h["layers"]
+    raw = np.asarray(h[kind], float).T
+    if kind == "dead_relu":
+        values, label = raw, "dead-ReLU fraction"
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.where(raw > 0, np.log10(raw), np.nan)
+        label = f"log10 ‖∂L/∂{'W' if kind == 'weight' else 'b'}‖"
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 0.5 + min(8, 0.12 * len(layers) + 2)))
+    else:
+        fig = ax.figure
+    image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis",
+                      extent=(steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5))
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("layer (input at top)")
+    if len(layers) <= 20:
+        ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig, {"values": values, "steps": steps, "layers": list(layers)}
+
+
+def plot_grad_histograms(model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+                         max_layers: int = 8, bins: int = 60, log_abs: bool = True, ax=None,
+                         title: str | None = None, layers: Iterable[str] | None = None):
+    """Histograms of the weight-gradient entries now in ``.grad``, one curve per layer.
+
+    With ``log_abs`` (default) the histogram is of ``log10|g|`` over the non-zero entries, so layers
+    whose gradients differ by orders of magnitude share one axis. At most ``max_layers`` layers,
+    evenly spaced from input to output (or the named ``layers``). Returns ``(fig, data)`` with
+    ``data[layer] = {"counts", "edges", "zero_fraction"}``.
+    """
+    import matplotlib.pyplot as plt
+
+    found = [(n, m) for n, m in weight_layers(model, layer_types) if m.weight.grad is not None]
+    if not found:
+        raise ValueError("No layer has a gradient yet: run a backward pass (or grad_norms_at_init) first.")
+    if layers is not None:
+        wanted = list(layers)
+        by_name = dict(found)
+        missing = [n for n in wanted if n not in by_name]
+        if missing:
+            raise ValueError(f"No layer with a gradient named {missing[0]!r}; known: {', '.join(by_name)}.")
+        found = [(n, by_name[n]) for n in wanted]
+    elif len(found) > max_layers:
+        picks = np.unique(np.linspace(0, len(found) - 1, max_layers).round().astype(int))
+        found = [found[i] for i in picks]
+    grads = {n: m.weight.grad.detach().float().flatten().cpu().numpy() for n, m in found}
+    if log_abs:
+        with np.errstate(divide="ignore"):
+            samples = {n: np.log10(np.abs(g[g != 0])) for n, g in grads.items()}
+    else:
+        samples = grads
+    nonempty = [s for s in samples.values() if len(s)]
+    pooled = np.concatenate(nonempty) if nonempty else np.zeros(1)
+    edges = np.histogram_bin_edges(pooled, bins=bins)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    else:
+        fig = ax.figure
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(samples)))
+    data = {}
+    for color, (name, s) in zip(colors, samples.items()):
+        counts, _ = np.histogram(s, bins=edges, density=False)
+        density = counts / max(1, counts.sum())
+        ax.stairs(density, edges, color=color, label=name, lw=1.3)
+        data[name] = {"counts": counts, "edges": edges, "zero_fraction": float(np.mean(grads[name] == 0))}
+    ax.set_xlabel("log10 |∂L/∂w|" if log_abs else "∂L/∂w")
+    ax.set_ylabel("fraction of entries")
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig, data
+
+
+__all__ = ["GradientRecorder", "grad_norms_at_init", "weight_layers", "unit_maxima", "dead_fraction",
+           "plot_layer_norms", "plot_norm_heatmap", "plot_grad_histograms", "WEIGHT_LAYERS", "RELU_LAYERS"]
