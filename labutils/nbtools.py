@@ -77,13 +77,15 @@ def strip_notebook(nb: dict) -> dict:
             meta.pop(key, None)
         if cell.get("cell_type") != "code":
             continue
-        if is_checked_cell(cell):
-            for out in cell.get("outputs", []):
+        if is_checked_cell(cell) and cell.get("outputs"):
+            # nbval skips a reference cell without an execution count; 1 keeps diffs stable.
+            cell["execution_count"] = 1
+            for out in cell["outputs"]:
                 if "execution_count" in out:
-                    out["execution_count"] = None
+                    out["execution_count"] = 1
         else:
             cell["outputs"] = []
-        cell["execution_count"] = None
+            cell["execution_count"] = None
     for key in ("papermill", "widgets"):
         nb.get("metadata", {}).pop(key, None)
     return nb

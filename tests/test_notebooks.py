@@ -1,0 +1,60 @@
+"""Every lab notebook: stored clean, parameterised for papermill, and executes in the quick profile.
+
+Parametrised over the ``notebooks/`` folder, so a new lab is covered without editing this file.
+The lab's own numbers are asserted in ``tests/test_nb_<NN>.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import notebook_paths
+
+from labutils import nbtools
+
+NOTEBOOKS = notebook_paths()
+IDS = [p.stem for p in NOTEBOOKS]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].stem == "00_setup_and_data"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_stored_without_outputs(path: Path):
+    nb = json.loads(path.read_text())
+    assert nbtools.stored_output_problems(nb) == [], f"{path.name} stores outputs: run `make strip`"
+    assert all(c.get("execution_count") is None for c in nb["cells"]
+               if c["cell_type"] == "code" and not nbtools.is_checked_cell(c))
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_first_code_cell_is_the_papermill_parameters_cell(path: Path):
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    first = cells[0]
+    source = "".join(first["source"])
+    assert "parameters" in first["metadata"].get("tags", [])
+    assert 'PROFILE = os.environ.get("LABS_PROFILE", "full")' in source
+    assert "SEED = " in source
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("stem", IDS)
+def test_notebook_runs_in_the_quick_profile_and_writes_its_results(stem, notebook_metrics):
+    from labutils.results import runs_dir
+
+    m = notebook_metrics(stem)
+    assert m["notebook"] == stem and m["profile"] == "quick" and isinstance(m["seed"], int)
+    assert m["versions"]["torch"] and m["versions"]["numpy"] and m["wall_time_s"] > 0
+    assert m["metrics"] or m["tables"], "the lab recorded no numbers"
+    for ds in m["datasets"].values():  # provenance is explicit, and a stand-in never passes for real data
+        assert ds["source"] and ds["synthetic"] == ds["name"].endswith("-synthetic")
+    assert m["synthetic_data"] == any(ds["synthetic"] for ds in m["datasets"].values())
+    assert m["figures"], "the lab saved no figures"
+    for fig in m["figures"]:
+        png = runs_dir() / stem / fig["file"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{png} is not a PNG"
+    assert m["wall_time_s"] < 240, f"{stem} took {m['wall_time_s']} s in the quick profile"
