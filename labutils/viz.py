@@ -6,7 +6,7 @@ Images are uint8 arrays (N, C, H, W) as :func:`labutils.data.load_arrays` return
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

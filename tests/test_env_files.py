@@ -34,7 +34,8 @@ def test_environment_yml_matches_requirements_exactly():
     python, env = _environment()
     assert python == "3.11"
     req = _requirements()
-    assert set(env) == set(req), f"only in environment.yml: {set(env) - set(req)}; only in requirements: {set(req) - set(env)}"
+    assert set(env) == set(req), (f"only in environment.yml: {set(env) - set(req)}; "
+                                  f"only in requirements.txt: {set(req) - set(env)}")
     for name in req:
         assert str(env[name].specifier) == str(req[name].specifier), name
 
