@@ -269,9 +269,9 @@ class GradientRecorder:
         return {name: float(v) for name, v in zip(names, h[kind][i])}
 
 
-def grad_norms_at_init(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn=None,
-                       layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
-                       kind: str = "weight") -> dict[str, float]:
+def layer_grad_norms(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn=None,
+                     layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+                     kind: str = "weight") -> dict[str, float]:
     """Per-layer gradient L2 norms from one forward/backward pass on one batch (training mode).
 
     ``batch = (x, y)``; ``loss_fn`` defaults to cross-entropy. Returns ``{layer name: ‖∂L/∂W‖₂}`` input
@@ -298,6 +298,25 @@ def grad_norms_at_init(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
+
+
+def grad_norms_at_init(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn=None,
+                       layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+                       kind: str = "weight") -> dict[str, float]:
+    """The gradient profile of a freshly built network: :func:`layer_grad_norms` under its usual name.
+
+    Call it before training; the same measurement after training is ``layer_grad_norms``.
+    """
+    return layer_grad_norms(model, batch, loss_fn, layer_types, kind)
+
+
+def first_last_ratio(norms: Mapping[str, float]) -> float:
+    """``‖∂L/∂W_first‖ / ‖∂L/∂W_last‖`` of a ``{layer: norm}`` profile (≪ 1: the gradient vanishes on the way
+    down to the input layer; ≫ 1: it explodes)."""
+    values = list(norms.values())
+    if len(values) < 2:
+        raise ValueError(f"A first/last ratio needs at least two layers, got {len(values)}.")
+    return float(values[0] / values[-1]) if values[-1] else math.inf
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,5 +474,6 @@ def plot_grad_histograms(model: nn.Module, layer_types: Sequence[type[nn.Module]
     return fig, data
 
 
-__all__ = ["GradientRecorder", "grad_norms_at_init", "weight_layers", "unit_maxima", "dead_fraction",
-           "plot_layer_norms", "plot_norm_heatmap", "plot_grad_histograms", "WEIGHT_LAYERS", "RELU_LAYERS"]
+__all__ = ["GradientRecorder", "layer_grad_norms", "grad_norms_at_init", "first_last_ratio", "weight_layers",
+           "unit_maxima", "dead_fraction", "plot_layer_norms", "plot_norm_heatmap", "plot_grad_histograms",
+           "WEIGHT_LAYERS", "RELU_LAYERS"]

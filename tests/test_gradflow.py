@@ -13,7 +13,9 @@ from torch import nn
 from labutils.gradflow import (
     GradientRecorder,
     dead_fraction,
+    first_last_ratio,
     grad_norms_at_init,
+    layer_grad_norms,
     plot_grad_histograms,
     plot_layer_norms,
     plot_norm_heatmap,
@@ -210,6 +212,24 @@ def test_grad_norms_at_init_is_one_clean_backward_pass():
     assert list(norms) == names
     np.testing.assert_allclose(list(norms.values()), w, rtol=1e-5)
     np.testing.assert_allclose(list(grad_norms_at_init(model, (x, y), kind="bias").values()), b, rtol=1e-5)
+
+
+def test_layer_grad_norms_after_training_and_first_last_ratio():
+    torch.manual_seed(0)
+    model = MLP(20, 3, width=8, depth=3)
+    x, y = _batch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(3):
+        _step(model, x, y)
+        opt.step()
+    norms = layer_grad_norms(model, (x, y))
+    assert norms == grad_norms_at_init(model, (x, y))   # the same measurement under its other name
+    _step(model, x, y)
+    _, w, _ = _hand_norms(model)
+    assert first_last_ratio(norms) == pytest.approx(w[0] / w[-1], rel=1e-5)
+    assert first_last_ratio({"a": 1e-3, "b": 2.0, "c": 0.5}) == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match="two layers"):
+        first_last_ratio({"a": 1.0})
 
 
 def test_plots_return_the_numbers_they_draw():
