@@ -497,12 +497,18 @@ def available_models() -> list[str]:
     return sorted([*MODELS, *VGG_CONFIGS, "plain20", "plain56", "resnet20", "resnet32", "resnet56", "resnet110"])
 
 
+def _normalise(name: str) -> str:
+    """``"ResNet-56"``, ``"resnet_56"`` and ``"resnet56"`` name the same model."""
+    return re.sub(r"[-_ ]", "", name.lower())
+
+
 def _resolve(name: str) -> tuple[Callable[..., nn.Module], dict]:
     if not isinstance(name, str):
         raise ValueError(f"Model name must be a string, got {name!r}.")
-    key = name.lower().replace("-", "").replace(" ", "")
-    if key in MODELS:
-        return MODELS[key], {}
+    key = _normalise(name)
+    aliases = {_normalise(k): k for k in MODELS} | {"plaincnn": "plain_cnn", "resnet18cifar": "resnet18"}
+    if key in aliases:
+        return MODELS[aliases[key]], {}
     if key in VGG_CONFIGS:
         return VGG, {"config": key}
     match = _CIFAR_NAME.match(key)

@@ -266,6 +266,9 @@ def test_count_parameters_trainable_only():
 def test_build_model_by_name():
     assert isinstance(build_model("ResNet-56"), ResNet) and build_model("resnet56").depth == 56
     assert isinstance(build_model("plain110"), PlainCNN)
+    assert isinstance(build_model("SimpleCNN"), SimpleCNN) and isinstance(build_model("simple-cnn"), SimpleCNN)
+    assert isinstance(build_model("PlainCNN", depth=20), PlainCNN)
+    assert isinstance(build_model("resnet18_cifar", width=8), ResNet18)
     assert isinstance(build_model("resnet", depth=32), ResNet)
     assert isinstance(build_model("vgg16", width=8), VGG)
     mlp = build_model("mlp", in_features=784, num_classes=10, width=16, depth=32, residual=True)
