@@ -14,7 +14,7 @@ SHAPES = [(4, 3), (3,), (2, 3, 2)]
 RTOL, ATOL = 1e-10, 1e-12
 
 
-def _run_pair(scratch_cls, torch_cls, kwargs, *, torch_kwargs=None, lr_schedule=None, seed=0):
+def _run_pair(scratch_cls, torch_cls, kwargs, *, torch_kwargs=None, lr_schedule=None, seed=0, dtype=np.float64):
     """Run both optimizers on the same parameters with the same (random, param-dependent) gradients.
 
     The gradient depends on the current parameters (a quadratic bowl plus noise), so any
@@ -22,9 +22,9 @@ def _run_pair(scratch_cls, torch_cls, kwargs, *, torch_kwargs=None, lr_schedule=
     Returns the list of per-step max abs differences and the two final parameter lists.
     """
     rng = np.random.default_rng(seed)
-    init = [rng.normal(size=s) for s in SHAPES]
-    targets = [rng.normal(size=s) for s in SHAPES]
-    noise = [[rng.normal(size=s) * 0.1 for s in SHAPES] for _ in range(STEPS)]
+    init = [rng.normal(size=s).astype(dtype) for s in SHAPES]
+    targets = [rng.normal(size=s).astype(dtype) for s in SHAPES]
+    noise = [[(rng.normal(size=s) * 0.1).astype(dtype) for s in SHAPES] for _ in range(STEPS)]
 
     ours = [p.copy() for p in init]
     theirs = [torch.tensor(p.copy(), requires_grad=True) for p in init]
@@ -108,6 +108,28 @@ def test_changing_lr_between_steps_matches_torch(scratch_cls, torch_cls, kwargs)
     schedule = list(np.linspace(kwargs["lr"], kwargs["lr"] / 10, STEPS))
     diffs, ours, theirs, _ = _run_pair(scratch_cls, torch_cls, kwargs, lr_schedule=schedule)
     assert max(diffs) < 1e-10
+
+
+@pytest.mark.parametrize(
+    "scratch_cls,torch_cls,kwargs",
+    [
+        (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+        (optim.RMSprop, torch.optim.RMSprop, dict(lr=0.01, weight_decay=0.01)),
+        (optim.Adam, torch.optim.Adam, dict(lr=0.01, weight_decay=0.01)),
+    ],
+    ids=["sgd", "rmsprop", "adam"],
+)
+def test_float32_trajectory_stays_float32_and_matches_torch(scratch_cls, torch_cls, kwargs):
+    """float32 in, float32 arithmetic throughout (as torch): no silent float64 state or temporaries."""
+    diffs, ours, theirs, _ = _run_pair(scratch_cls, torch_cls, kwargs, dtype=np.float32)
+    assert all(p.dtype == np.float32 for p in ours)
+    opt = scratch_cls([np.ones(3, dtype=np.float32)], **kwargs)
+    opt.step([np.full(3, 0.5, dtype=np.float32)])
+    buffers = {"SGD": ["velocity"], "RMSprop": ["square_avg"], "Adam": ["exp_avg", "exp_avg_sq"]}[scratch_cls.__name__]
+    for name in buffers:
+        assert getattr(opt, name)[0].dtype == np.float32, name
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_momentum_differs_from_plain_sgd():

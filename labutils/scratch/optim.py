@@ -14,6 +14,7 @@ Weight decay is classic L2 regularisation, added to the gradient before the upda
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -165,7 +166,9 @@ class RMSprop(Optimizer):
         v = self.square_avg[i]
         v *= self.alpha
         v += (1.0 - self.alpha) * grad * grad
-        param -= self.lr * grad / (np.sqrt(v) + self.eps)
+        denom = np.sqrt(v)
+        denom += self.eps
+        param -= self.lr * (grad / denom)
 
     def _hyperparameters(self) -> dict:
         return {**super()._hyperparameters(), "alpha": self.alpha, "eps": self.eps}
@@ -204,8 +207,11 @@ class Adam(Optimizer):
         v += (1.0 - beta2) * grad * grad
         t = self.steps
         step_size = self.lr / (1.0 - beta1**t)
-        denom = np.sqrt(v) / np.sqrt(1.0 - beta2**t) + self.eps
-        param -= step_size * m / denom
+        # math.sqrt keeps the scalar a Python float: a NumPy float64 scalar would upcast float32 arrays
+        denom = np.sqrt(v)
+        denom /= math.sqrt(1.0 - beta2**t)
+        denom += self.eps
+        param -= step_size * (m / denom)
 
     def _hyperparameters(self) -> dict:
         return {**super()._hyperparameters(), "betas": self.betas, "eps": self.eps}
