@@ -286,3 +286,17 @@ def test_astype_converts_a_model_for_float64_checks():
     model.astype(np.float64)
     assert all(p.dtype == np.float64 for p in model.parameters() + model.gradients())
     assert model(np.zeros((1, 1, 12, 12))).dtype == np.float64
+
+
+def test_simple_cnn_builds_the_lab_design():
+    from labutils.scratch.cnn import simple_cnn
+
+    model = simple_cnn(rng=0)
+    x = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    assert model(x).shape == (2, 10)
+    assert isinstance(model[2], L.MaxPool2d) and isinstance(simple_cnn(pool="avg")[2], L.AvgPool2d)
+    # conv 8*9+8, conv 16*8*9+16, fc 784*64+64, fc 64*10+10
+    assert model.num_parameters() == 80 + 1168 + 50240 + 650
+    assert simple_cnn(hidden=None, rng=0).num_parameters() == 80 + 1168 + 7850
+    with pytest.raises(ValueError, match="Unknown pool 'min'"):
+        simple_cnn(pool="min")

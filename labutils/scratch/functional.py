@@ -305,31 +305,29 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     geo = _pool_geometry("max_pool2d", x, kernel_size, stride, padding)
     xp = _pad(x, geo.pads, value=-np.inf)
     windows = _window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
-    # Scan the kernel taps in row-major order and keep the first maximum, as torch does for ties.
+    # One elementwise maximum per kernel tap: kh*kw fast passes instead of a reduction over a tiny axis.
     out = windows[:, :, 0, 0].copy()
-    argmax = np.zeros(out.shape, dtype=np.int16 if geo.kernel[0] * geo.kernel[1] < 2**15 else np.int64)
     for i in range(geo.kernel[0]):
         for j in range(geo.kernel[1]):
-            if i == j == 0:
-                continue
-            tap = windows[:, :, i, j]
-            better = tap > out
-            np.copyto(out, tap, where=better)
-            argmax[better] = i * geo.kernel[1] + j
-    cache = (argmax, geo, x.shape, x.dtype, unbatched)
+            np.maximum(out, windows[:, :, i, j], out=out)
+    cache = (windows, out, geo, x.shape, x.dtype, unbatched)
     return (out[0] if unbatched else out), cache
 
 
 def max_pool2d_backward(dout, cache) -> np.ndarray:
-    """Gradient of ``max_pool2d_forward``: each output's gradient goes to the input that was its max."""
-    argmax, geo, x_shape, dtype, unbatched = cache
+    """Gradient of ``max_pool2d_forward``: each output's gradient goes to the input that was its max;
+    when several inputs tie, to the first in row-major order within the window, as torch does."""
+    windows, out, geo, x_shape, dtype, unbatched = cache
     dout = _check_pool_dout(dout, unbatched, x_shape, geo, dtype, "max_pool2d_backward")
     n, c, h, w = x_shape
     dxp = np.zeros((n, c, h + geo.pads[0] + geo.pads[1], w + geo.pads[2] + geo.pads[3]), dtype=dtype)
+    unclaimed = np.ones(out.shape, dtype=bool)  # windows whose max has not been routed yet
     for i in range(geo.kernel[0]):
         for j in range(geo.kernel[1]):
+            is_max = (windows[:, :, i, j] == out) & unclaimed
+            unclaimed ^= is_max
             rows, columns = _tap_slice(i, j, geo.stride, geo.dilation, geo.out_hw)
-            dxp[:, :, rows, columns] += np.where(argmax == i * geo.kernel[1] + j, dout, 0)
+            dxp[:, :, rows, columns] += dout * is_max
     dx = _unpad(dxp, geo.pads, h, w)
     return dx[0] if unbatched else dx
 

@@ -284,13 +284,12 @@ class ReLU(Layer):
     """max(x, 0), elementwise. The gradient at exactly 0 is taken as 0, as in torch."""
 
     def forward(self, x):
-        x = np.asarray(x)
-        self._mask = x > 0
-        return np.where(self._mask, x, 0).astype(x.dtype, copy=False)
+        self._out = np.maximum(np.asarray(x), 0)
+        return self._out
 
     def backward(self, dout):
-        dout = self._check_dout(dout, self._mask.shape)
-        return np.where(self._mask, dout, 0).astype(dout.dtype, copy=False)
+        dout = self._check_dout(dout, self._out.shape)
+        return dout * (self._out > 0)
 
 
 class Sigmoid(Layer):

@@ -1,0 +1,80 @@
+"""Lab 03 (NumPy CNN), executed once in the quick profile: its metrics.json holds the lab's numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+STEM = "03_numpy_cnn"
+
+
+@pytest.fixture(scope="module")
+def metrics(notebook_metrics):
+    return notebook_metrics(STEM)
+
+
+def test_run_is_recorded(metrics):
+    assert metrics["notebook"] == STEM and metrics["profile"] == "quick"
+    assert metrics["datasets"]["mnist"]["synthetic"] is False
+    assert metrics["params"]["epochs"] >= 1
+
+
+def test_convolutions_match_torch(metrics):
+    m = metrics["metrics"]
+    assert m["conv_cases"] >= 10  # square, horizontal, vertical, stride, dilation, groups, bias, depthwise, ...
+    # float64 against torch: only summation order differs
+    assert m["conv_max_error_naive"] < 1e-10
+    assert m["conv_max_error_vectorised"] < 1e-10
+    cases = [row["case"] for row in metrics["tables"]["conv_vs_torch"]["rows"]]
+    for needed in ("horizontal", "vertical", "stride", "dilation", "groups", "bias", "depthwise"):
+        assert any(needed in c for c in cases), needed
+
+
+def test_vectorised_conv_is_much_faster_than_loops(metrics):
+    # about three orders of magnitude; 50x leaves room for a loaded CI machine
+    assert metrics["metrics"]["conv_speedup_vectorised_over_naive"] > 50
+
+
+def test_backprop_agrees_with_finite_differences(metrics):
+    assert metrics["metrics"]["gradcheck_max_rel_error"] < 1e-6
+    assert len(metrics["tables"]["gradient_check"]["rows"]) == 8  # weight and bias of 4 layers
+
+
+def test_receptive_field_of_the_lab_design(metrics):
+    m = metrics["metrics"]
+    assert m["receptive_field_final"] == 10 and m["jump_final"] == 4
+    rows = metrics["tables"]["receptive_field"]["rows"]
+    assert [r["receptive_field"] for r in rows] == [3, 3, 4, 8, 8, 10]
+    assert rows[-1]["output_size"] == 7
+
+
+def test_both_poolings_learn_well_above_chance(metrics):
+    m = metrics["metrics"]
+    # quick profile: 3,000 images, 2 epochs; chance is 10 %, a broken network stays near it
+    assert m["test_accuracy_max"] > 0.7
+    assert m["test_accuracy_avg"] > 0.7
+    rows = {r["pooling"]: r for r in metrics["tables"]["pooling"]["rows"]}
+    assert set(rows) == {"max", "avg"}
+    assert rows["max"]["parameters"] == rows["avg"]["parameters"] == m["parameters"]  # equal budget
+    assert rows["max"]["epochs"] == rows["avg"]["epochs"]
+
+
+def test_confusion_matrix_is_consistent_with_accuracy(metrics):
+    m = metrics["metrics"]
+    counts = m["confusion_matrix"]
+    total = sum(map(sum, counts))
+    assert len(counts) == 10 and total == metrics["datasets"]["mnist"]["sizes"]["test"]
+    assert sum(counts[i][i] for i in range(10)) / total == pytest.approx(m["test_accuracy_max"])
+    confused = m["most_confused"]
+    assert confused["true"] != confused["predicted"] and confused["count"] >= 1
+
+
+def test_checkpoint_reload_gives_the_same_accuracy(metrics):
+    m = metrics["metrics"]
+    assert m["reload_same_predictions"] is True
+    assert m["reload_test_accuracy"] == m["test_accuracy_max"]
+
+
+def test_figures_are_saved(metrics):
+    files = {f["file"] for f in metrics["figures"]}
+    assert {"hand_filters.png", "conv_speed.png", "pooling_curves.png", "filters.png", "feature_maps.png",
+            "confusion_matrix.png"} <= files
