@@ -76,5 +76,11 @@ def test_checkpoint_reload_gives_the_same_accuracy(metrics):
 
 def test_figures_are_saved(metrics):
     files = {f["file"] for f in metrics["figures"]}
-    assert {"hand_filters.png", "conv_speed.png", "pooling_curves.png", "filters.png", "feature_maps.png",
-            "confusion_matrix.png"} <= files
+    assert {
+        "hand_filters.png",
+        "conv_speed.png",
+        "pooling_curves.png",
+        "filters.png",
+        "feature_maps.png",
+        "confusion_matrix.png",
+    } <= files

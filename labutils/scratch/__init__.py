@@ -10,6 +10,7 @@ Modules (each readable in one sitting):
 - ``optim``: SGD (momentum, Nesterov), RMSprop, Adam with torch.optim's update rules
 - ``schedules``: learning-rate schedules
 - ``trainer``: mini-batch training loop, evaluation, .npz checkpoints
+- ``cnn``: the lab's conv-pool-conv-pool-FC network; ``conv_checks``: conv checks and timings vs torch
 - ``plots``: filters, feature maps, confusion matrices (imports matplotlib, so loaded on first use)
 
 Submodules not imported here are loaded on first attribute access (``scratch.plots``).
@@ -35,12 +36,15 @@ from .layers import (
 )
 from .losses import mse, softmax_cross_entropy
 
-_LAZY = ("optim", "schedules", "trainer", "plots", "conv_checks")
-
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return importlib.import_module(f"{__name__}.{name}")
+    """Load any other submodule (optim, schedules, trainer, plots, ...) on first attribute access."""
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise  # the submodule exists but one of its own imports failed
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -55,8 +55,9 @@ def tile_mosaic(tiles: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
     return mosaic
 
 
-def plot_filters(weight: np.ndarray, max_out: int = 32, max_in: int = 8, ncols: int = 8, ax=None,
-                 title: str | None = None) -> np.ndarray:
+def plot_filters(
+    weight: np.ndarray, max_out: int = 32, max_in: int = 8, ncols: int = 8, ax=None, title: str | None = None
+) -> np.ndarray:
     """Draw convolution kernels, weight (C_out, C_in, kh, kw), each scaled by its own largest |value|
     (red positive, blue negative, white zero).
 
@@ -93,8 +94,14 @@ def plot_filters(weight: np.ndarray, max_out: int = 32, max_in: int = 8, ncols: 
     return kernels
 
 
-def plot_feature_maps(maps: np.ndarray, ncols: int = 8, max_maps: int = 32, ax=None, title: str | None = None,
-                      image: np.ndarray | None = None) -> np.ndarray:
+def plot_feature_maps(
+    maps: np.ndarray,
+    ncols: int = 8,
+    max_maps: int = 32,
+    ax=None,
+    title: str | None = None,
+    image: np.ndarray | None = None,
+) -> np.ndarray:
     """Draw the channels of one image's feature maps, maps (C, H, W) (or (1, C, H, W)), each scaled to
     its own [min, max]; ``image`` (same H, W; or (1, H, W)), if given, is drawn first. Returns the drawn maps."""
     import matplotlib.pyplot as plt
@@ -139,8 +146,9 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def plot_confusion_matrix(y_true, y_pred, class_names: Sequence[str] | None = None, ax=None,
-                          title: str | None = None) -> np.ndarray:
+def plot_confusion_matrix(
+    y_true, y_pred, class_names: Sequence[str] | None = None, ax=None, title: str | None = None
+) -> np.ndarray:
     """Draw the confusion matrix (rows: true class, columns: predicted) with counts in the cells,
     coloured by the row-normalised rate. Returns the count matrix."""
     import matplotlib.pyplot as plt
@@ -156,8 +164,15 @@ def plot_confusion_matrix(y_true, y_pred, class_names: Sequence[str] | None = No
     for t in range(k):
         for p in range(k):
             if counts[t, p]:
-                ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[t, p] > 0.5 else "black")
+                ax.text(
+                    p,
+                    t,
+                    str(counts[t, p]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[t, p] > 0.5 else "black",
+                )
     ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
     ax.set_xlabel("predicted class")
