@@ -139,7 +139,8 @@ def train(
     record_grad_norms: bool = False,
     monitor: str | None = None,
 ) -> dict[str, Any]:
-    """Mini-batch training; returns the history and leaves the best-on-validation weights in ``model``.
+    """Mini-batch training; returns the history and leaves the best-on-validation weights in ``model``
+    (which is left in eval mode).
 
     Args:
         model: a from-scratch model (see the module docstring).
