@@ -69,8 +69,8 @@ class History:
 
     ``rows``: one dict per epoch with ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``val_loss``,
     ``val_acc`` (accuracies in [0, 1]), ``lr`` (learning rate at the start of the epoch) and ``time_s``
-    (wall time of training + validation). ``history["val_acc"]`` gives one column as a list,
-    ``history[-1]`` the last row.
+    (wall time of training + validation). ``history["val_acc"]`` gives one column as a list
+    (``"train_error"``/``"val_error"`` give 1 - accuracy), ``history[-1]`` the last row.
     """
 
     rows: list[dict[str, float]] = field(default_factory=list)
@@ -89,8 +89,11 @@ class History:
 
     def __getitem__(self, key: int | str):
         if isinstance(key, str):
+            if key in ("train_error", "val_error"):    # error = 1 - accuracy, as in He et al.'s plots
+                return [1.0 - a for a in self[key.replace("_error", "_acc")]]
             if self.rows and key not in self.rows[0]:
-                raise KeyError(f"History has no column {key!r}; columns are {', '.join(self.rows[0])}.")
+                raise KeyError(f"History has no column {key!r}; columns are {', '.join(self.rows[0])} "
+                               "(and train_error, val_error).")
             return [row[key] for row in self.rows]
         return self.rows[key]
 

@@ -79,6 +79,7 @@ def test_fit_learns_and_records_history():
     assert ev.loss == pytest.approx(hist[-1]["val_loss"], rel=1e-5)
     json.dumps(hist.as_dict(), allow_nan=False)
     assert T.History.from_dict(hist.as_dict()) == hist
+    assert hist["train_error"] == pytest.approx([1 - a for a in hist["train_acc"]], abs=1e-15)
     with pytest.raises(KeyError, match="no column 'accuracy'"):
         hist["accuracy"]
 
