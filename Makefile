@@ -28,7 +28,7 @@ labs: $(STAMP)
 	$(PY) -m labutils run --profile $(PROFILE)
 
 test: $(STAMP)
-	LABS_PROFILE=quick WANDB_MODE=offline $(PY) -m pytest -n 2 --dist loadgroup tests notebooks --nbval-lax
+	LABS_PROFILE=quick WANDB_MODE=offline $(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbval-lax
 
 lint: $(STAMP)
 	$(PY) -m ruff check labutils tests benchmarks

@@ -8,6 +8,7 @@ what ``make strip`` calls. Stored notebooks carry no outputs except in cells mar
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import time
@@ -146,7 +147,6 @@ def run_notebooks(paths: list[Path], profile: str, parameters: dict[str, Any] | 
 
     A failing notebook does not stop the others; its cell and error are reported and listed in the report.
     """
-    import papermill as pm
     from tqdm.auto import tqdm
 
     from labutils import check_profile
@@ -154,22 +154,44 @@ def run_notebooks(paths: list[Path], profile: str, parameters: dict[str, Any] | 
 
     check_profile(profile)
     runs = Path(runs or runs_dir())
-    os.environ["LABS_RUNS"] = str(runs)  # the kernels inherit it
-    os.environ.setdefault("MPLBACKEND", "Agg")
     results: list[NotebookRun] = []
     bar = tqdm(paths, desc="labs", unit="notebook", disable=not progress)
-    for path in bar:
-        bar.set_postfix_str(path.stem)
-        out = runs / path.stem / f"{path.stem}.ipynb"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        (out.parent / "metrics.json").unlink(missing_ok=True)  # a failed run must not report stale numbers
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(str(path), str(out), parameters={"PROFILE": profile, **(parameters or {})},
-                                cwd=str(path.parent), kernel_name="python3", progress_bar=False)
-            results.append(NotebookRun(path.stem, True, time.perf_counter() - start, out))
-        except Exception as exc:  # report and go on: one broken lab must not hide the others
-            results.append(NotebookRun(path.stem, False, time.perf_counter() - start, out, describe_failure(exc)))
-            bar.write(f"FAILED {path.stem} in {results[-1].error}")
+    with _environment(LABS_RUNS=str(runs), MPLBACKEND=os.environ.get("MPLBACKEND", "Agg")):  # kernels inherit it
+        for path in bar:
+            bar.set_postfix_str(path.stem)
+            results.append(_run_one(path, profile, parameters, runs))
+            if not results[-1].ok:
+                bar.write(f"FAILED {path.stem} in {results[-1].error}")
     build_report(runs, failures={r.stem: r.error for r in results if not r.ok})
     return results
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Set environment variables for the kernels started inside, and restore them afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_one(path: Path, profile: str, parameters: dict[str, Any] | None, runs: Path) -> NotebookRun:
+    """Execute one notebook into ``runs/<stem>/<stem>.ipynb``; a failure is returned, not raised."""
+    import papermill as pm
+
+    out = runs / path.stem / f"{path.stem}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "metrics.json").unlink(missing_ok=True)  # a failed run must not report stale numbers
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(out), parameters={"PROFILE": profile, **(parameters or {})},
+                            cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+    except Exception as exc:  # report and go on: one broken lab must not hide the others
+        return NotebookRun(path.stem, False, time.perf_counter() - start, out, describe_failure(exc))
+    return NotebookRun(path.stem, True, time.perf_counter() - start, out)

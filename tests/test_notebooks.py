@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import notebook_paths
+from conftest import session_root, notebook_paths
 
 from labutils import nbtools
 
@@ -44,8 +44,7 @@ def test_first_code_cell_is_the_papermill_parameters_cell(path: Path):
 @pytest.mark.notebooks
 @pytest.mark.parametrize("stem", IDS)
 def test_notebook_runs_in_the_quick_profile_and_writes_its_results(stem, notebook_metrics):
-    from labutils.results import runs_dir
-
+    session_runs = session_root() / "runs"
     m = notebook_metrics(stem)
     assert m["notebook"] == stem and m["profile"] == "quick" and isinstance(m["seed"], int)
     assert m["versions"]["torch"] and m["versions"]["numpy"] and m["wall_time_s"] > 0
@@ -55,6 +54,6 @@ def test_notebook_runs_in_the_quick_profile_and_writes_its_results(stem, noteboo
     assert m["synthetic_data"] == any(ds["synthetic"] for ds in m["datasets"].values())
     assert m["figures"], "the lab saved no figures"
     for fig in m["figures"]:
-        png = runs_dir() / stem / fig["file"]
+        png = session_runs / stem / fig["file"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{png} is not a PNG"
     assert m["wall_time_s"] < 240, f"{stem} took {m['wall_time_s']} s in the quick profile"

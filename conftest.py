@@ -1,4 +1,5 @@
-"""Shared test set-up: quiet offline tracking, a private runs/ folder, and notebooks executed once.
+"""Shared test set-up for tests/ and the nbval run over notebooks/: offline tracking, a private runs/ folder,
+and notebooks executed once.
 
 Every test session writes lab outputs into a temporary ``LABS_RUNS`` (never the user's ``runs/``)
 and runs wandb offline into a temporary ``WANDB_DIR``. These are set before any kernel starts, so
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 NOTEBOOKS = REPO / "notebooks"
 
 
-def _session_root() -> Path:
+def session_root() -> Path:
     """One temporary folder shared by the controller and every xdist worker of this session."""
     root = os.environ.get("LABS_TEST_ROOT")
     if not root:
@@ -32,7 +33,7 @@ def _session_root() -> Path:
 
 
 def pytest_configure(config):
-    root = _session_root()
+    root = session_root()
     os.environ.setdefault("LABS_PROFILE", "quick")
     os.environ["LABS_RUNS"] = str(root / "runs")
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -45,11 +46,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Keep every cell of one nbval notebook on one xdist worker (they share a kernel)."""
+    """Mark nbval's notebook cells, so ``-m "not notebooks"`` gives the fast unit tests alone.
+
+    Under pytest-xdist, ``--dist loadfile`` keeps every cell of a notebook on one worker, in order:
+    they share one kernel.
+    """
     for item in items:
-        path = Path(str(item.fspath))
-        if path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group(name=f"nbval-{path.stem}"))
+        if Path(str(item.fspath)).suffix == ".ipynb":
             item.add_marker(pytest.mark.notebooks)
 
 
@@ -65,11 +68,16 @@ def execute_notebook(stem: str, parameters: dict | None = None) -> Path:
     source = NOTEBOOKS / f"{stem}.ipynb"
     if not source.exists():
         raise FileNotFoundError(f"No notebook {source}")
-    out_dir = Path(os.environ["LABS_RUNS"]) / stem
+    out_dir = session_root() / "runs" / stem
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{stem}.executed.ipynb"
-    pm.execute_notebook(str(source), str(output), parameters={"PROFILE": "quick", **(parameters or {})},
-                        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False, log_output=False)
+    saved = os.environ.get("LABS_RUNS")
+    os.environ["LABS_RUNS"] = str(out_dir.parent)  # the kernel inherits it, whatever a test changed
+    try:
+        pm.execute_notebook(str(source), str(output), parameters={"PROFILE": "quick", **(parameters or {})},
+                            cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False, log_output=False)
+    finally:
+        os.environ["LABS_RUNS"] = saved if saved is not None else str(out_dir.parent)
     return output
 
 
@@ -78,7 +86,7 @@ def notebook_metrics():
     """``notebook_metrics(stem)`` → the metrics.json of that notebook, executed once per session."""
     from filelock import FileLock
 
-    root = _session_root()
+    root = session_root()
     cache: dict[str, dict] = {}
 
     def get(stem: str) -> dict:
@@ -97,7 +105,7 @@ def notebook_metrics():
         status = json.loads(done.read_text())
         if not status["ok"]:
             pytest.fail(f"notebook {stem} failed to execute: {status['error']}")
-        metrics_path = Path(os.environ["LABS_RUNS"]) / stem / "metrics.json"
+        metrics_path = root / "runs" / stem / "metrics.json"
         cache[stem] = json.loads(metrics_path.read_text())
         return cache[stem]
 
