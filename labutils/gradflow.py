@@ -343,7 +343,7 @@ def plot_layer_norms(norms, ax=None, title: str | None = None, ylabel: str = "gr
     ``norms``: ``{layer: value}`` (one curve), ``{label: {layer: value}}`` (one curve per label, e.g.
     plain vs residual, on a relative x-axis when the networks differ in depth), a 1-D array, or a
     :class:`GradientRecorder` (its last record). Returns ``(fig, data)`` with ``data[label]`` the
-    array drawn.
+    array drawn. On the log axis exact zeros cannot be drawn; the legend counts them.
     """
     import matplotlib.pyplot as plt
 
@@ -358,6 +358,9 @@ def plot_layer_norms(norms, ax=None, title: str | None = None, ylabel: str = "gr
     for label, (_, values) in curves.items():
         x = np.linspace(0, 1, len(values)) if relative else np.arange(len(values))
         shown = np.where(values > 0, values, np.nan) if logy else values
+        zeros = int(np.sum(values == 0)) if logy else 0
+        if zeros:  # a log axis cannot show 0 (e.g. a gradient that underflowed): say so instead of hiding it
+            label = f"{label} ({zeros} layer{'s' if zeros > 1 else ''} at exactly 0, not drawn)".lstrip()
         ax.plot(x, shown, marker="o", ms=3, lw=1.4, label=label or None)
         data[label] = values
     if logy:
@@ -384,7 +387,8 @@ def plot_norm_heatmap(recorder: GradientRecorder | Mapping[str, Any], kind: str 
     """Layer × step heatmap of ``log10`` gradient norms (or dead-ReLU fractions for ``kind="dead_relu"``).
 
     Takes a recorder or its ``history`` dict. Returns ``(fig, data)`` with ``data["values"]`` the
-    ``(layers, steps)`` array drawn (log10 of the norms; raw fractions for dead ReLUs), ``data["steps"]``
+    ``(layers, steps)`` array drawn (log10 of the norms; raw fractions for dead ReLUs), ``data["zero"]``
+    the cells whose norm is exactly 0 (drawn black: e.g. a gradient that underflowed), ``data["steps"]``
     and ``data["layers"]``.
     """
     import matplotlib.pyplot as plt
@@ -397,18 +401,26 @@ def plot_norm_heatmap(recorder: GradientRecorder | Mapping[str, Any], kind: str 
         raise ValueError("Nothing recorded yet: train with the recorder (record(step) after backward) first.")
     layers = h["relu_layers"] if kind == "dead_relu" else h["layers"]
     raw = np.asarray(h[kind], float).T
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     if kind == "dead_relu":
         values, label = raw, "dead-ReLU fraction"
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             values = np.where(raw > 0, np.log10(raw), np.nan)
         label = f"log10 ‖∂L/∂{'W' if kind == 'weight' else 'b'}‖"
+        if np.any(raw == 0):  # log10(0) has no colour: those cells are drawn black, and the label says so
+            label += "   (black: exactly 0)"
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 0.5 + min(8, 0.12 * len(layers) + 2)))
     else:
         fig = ax.figure
-    image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis",
+    image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap=cmap,
                       extent=(steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5))
+    if kind != "dead_relu" and np.any(raw == 0):
+        from matplotlib.colors import ListedColormap
+
+        ax.imshow(np.ma.masked_where(raw != 0, np.ones_like(raw)), aspect="auto", interpolation="nearest",
+                  cmap=ListedColormap(["black"]), extent=image.get_extent())
     fig.colorbar(image, ax=ax, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input at top)")
@@ -417,7 +429,8 @@ def plot_norm_heatmap(recorder: GradientRecorder | Mapping[str, Any], kind: str 
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return fig, {"values": values, "steps": steps, "layers": list(layers)}
+    zero = raw == 0 if kind != "dead_relu" else np.zeros_like(raw, dtype=bool)
+    return fig, {"values": values, "zero": zero, "steps": steps, "layers": list(layers)}
 
 
 def plot_grad_histograms(model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,

@@ -268,6 +268,22 @@ def test_plots_return_the_numbers_they_draw():
         plot_norm_heatmap(recorder, kind="norms")
 
 
+def test_plots_account_for_exact_zeros():
+    """A gradient that underflowed to 0 has no place on a log axis: counted in the legend, drawn black."""
+    import matplotlib.pyplot as plt
+
+    fig, data = plot_layer_norms({"plain": {"a": 0.0, "b": 0.0, "c": 1e-3}, "residual": {"a": 1.0, "b": 0.5}})
+    assert set(data) == {"plain (2 layers at exactly 0, not drawn)", "residual"}
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(data)
+    plt.close(fig)
+    history = {"steps": np.array([0, 1]), "layers": ["a", "b"], "weight": np.array([[0.0, 1.0], [1e-3, 10.0]])}
+    fig, data = plot_norm_heatmap(history)
+    assert data["zero"].tolist() == [[True, False], [False, False]]
+    np.testing.assert_allclose(data["values"], [[np.nan, -3.0], [0.0, 1.0]])
+    assert "exactly 0" in fig.axes[-1].get_ylabel()   # the colour bar says what black means
+    plt.close(fig)
+
+
 def test_recorder_works_inside_fit():
     from torch.utils.data import DataLoader, TensorDataset
 
