@@ -339,7 +339,12 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     geo = _pool_geometry("avg_pool2d", x, kernel_size, stride, padding)
     xp = _pad(x, geo.pads)
     windows = _window_view(xp, geo.kernel, geo.stride, geo.dilation, geo.out_hw)
-    out = windows.sum(axis=(2, 3), dtype=x.dtype)
+    # One addition per kernel tap: much faster than a reduction over two tiny strided axes.
+    out = windows[:, :, 0, 0].copy()
+    for i in range(geo.kernel[0]):
+        for j in range(geo.kernel[1]):
+            if i or j:
+                out += windows[:, :, i, j]
     divisor = _avg_divisor(geo, count_include_pad, x.dtype)
     out /= divisor
     cache = (divisor, geo, x.shape, x.dtype, unbatched)
