@@ -544,7 +544,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, epoch
         best_state = ckpt["best_model"] if ckpt["best_model"] is not None else _cpu_state(model)
         bad_epochs, global_step = ckpt["bad_epochs"], ckpt["global_step"]
         _set_rng_state(ckpt["rng"], train_loader)
-        print(f"Resuming from {ckpt_dir / LAST}: {len(history)} of {epochs} epochs already done.")
+        if len(history) >= epochs:
+            print(f"Loaded the finished run in {ckpt_dir / LAST} ({len(history)} epochs); nothing left to train.")
+        else:
+            print(f"Resuming from {ckpt_dir / LAST} after epoch {len(history)} of {epochs}.")
 
     from tqdm.auto import tqdm
 
@@ -715,6 +718,7 @@ def plot_histories(histories: Mapping[str, History], metrics: Iterable[str] = ("
     Returns ``(fig, data)`` with ``data[metric][label]`` = the list of values drawn.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metrics, logy = list(metrics), set(logy)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
@@ -725,6 +729,7 @@ def plot_histories(histories: Mapping[str, History], metrics: Iterable[str] = ("
             data[metric][label] = values
             ax.plot(hist["epoch"], values, marker="o", ms=3, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric.replace("_", " "))
         if metric in logy:
             ax.set_yscale("log")

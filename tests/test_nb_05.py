@@ -1,0 +1,96 @@
+"""Lab 05: plain vs residual CNNs — what metrics.json holds after the quick profile (synthetic CIFAR stand-in)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from labutils.models import ResNet
+from labutils.results import runs_dir
+from labutils.train import load_backbone
+
+STEM = "05_residual_cnn"
+CHANCE = 0.1
+
+
+@pytest.fixture(scope="module")
+def metrics(notebook_metrics):
+    return notebook_metrics(STEM)
+
+
+def test_cifar_provenance_is_recorded_and_synthetic_is_flagged(metrics):
+    (ds,) = metrics["datasets"].values()
+    assert ds["base"] == "cifar10" and ds["num_classes"] == 10 and ds["image_shape"] == [3, 32, 32]
+    # CIFAR-10 is not on the CI machine: the quick profile must say it ran on the stand-in
+    assert metrics["synthetic_data"] == ds["synthetic"] == ds["name"].endswith("-synthetic")
+    assert metrics["metrics"]["backbone"]["synthetic"] == ds["synthetic"]
+
+
+def test_depth_comparison_has_plain_and_residual_at_every_depth(metrics):
+    depths = metrics["params"]["depths"]
+    rows = metrics["tables"]["depth_comparison"]["rows"]
+    assert len(depths) >= 2 and all((d - 2) % 6 == 0 for d in depths)
+    assert {(r["variant"], r["depth"]) for r in rows} == {(v, d) for v in ("plain", "residual") for d in depths}
+    for r in rows:
+        assert 0.0 <= r["train_error"] <= 1.0 and 0.0 <= r["test_acc"] <= r["test_top5"] <= 1.0
+        assert r["epochs"] == metrics["params"]["epochs"]
+    by = {(r["variant"], r["depth"]): r for r in rows}
+    for d in depths:   # the residual net is the plain one plus projection shortcuts: a few parameters more
+        extra = by["residual", d]["params"] - by["plain", d]["params"]
+        assert 0 < extra < 0.05 * by["plain", d]["params"]
+    assert set(metrics["metrics"]["degradation"]) == {"plain_deeper_has_higher_train_error",
+                                                      "residual_deeper_has_lower_train_error",
+                                                      "residual_beats_plain_at_deepest"}
+    # one epoch on a small subset: well above chance on average, even if not for every network
+    mean_acc = sum(r["test_acc"] for r in rows) / len(rows)
+    assert mean_acc > CHANCE + 0.03
+
+
+def test_gradient_flow_numbers(metrics):
+    rows = metrics["tables"]["grad_flow_init"]["rows"]
+    assert len(rows) == 2 * len(metrics["params"]["depths"])
+    for r in rows:
+        assert r["grad_norm_first"] > 0 and r["grad_norm_last"] > 0
+        assert r["first_over_last"] == pytest.approx(r["grad_norm_first"] / r["grad_norm_last"], rel=1e-9)
+    trained = metrics["metrics"]["grad_first_over_last_trained"]
+    assert set(trained) == {"plain", "residual"} and all(math.isfinite(v) and v > 0 for v in trained.values())
+    assert {"grad_norms_init.png", "grad_heatmaps.png", "degradation.png"} <= {f["file"] for f in metrics["figures"]}
+
+
+def test_vgg_schedules_and_dropout_studies(metrics):
+    (vgg,) = [r for r in metrics["tables"]["vgg_baseline"]["rows"] if r["network"] == "vgg11"]
+    assert vgg["params"] > 0 and 0.0 <= vgg["test_acc"] <= 1.0
+    schedules = metrics["tables"]["schedules"]["rows"]
+    assert [r["scheduler"] for r in schedules] == ["plateau", "cosine", "onecycle"]
+    assert all(0.0 <= r["final_val_acc"] <= r["best_val_acc"] <= 1.0 for r in schedules)
+    dropout = metrics["tables"]["dropout"]["rows"]
+    assert [r["dropout"] for r in dropout] == [0.0, *metrics["params"]["dropouts"]]
+    for r in dropout:
+        assert r["gap"] == pytest.approx((1 - r["test_acc"]) - r["train_error"], abs=1e-12)
+
+
+def test_backbone_checkpoint_exists_reloads_and_beats_chance(metrics):
+    backbone = metrics["metrics"]["backbone"]
+    path = runs_dir() / STEM / backbone["file"]
+    assert path.name == "backbone_resnet.pt" and path.exists()
+    meta_file = json.loads(path.with_suffix(".json").read_text())
+    assert meta_file["synthetic"] == backbone["synthetic"] and meta_file["dataset"]["base"] == "cifar10"
+    assert meta_file["model_kwargs"]["depth"] == backbone["depth"] and meta_file["num_classes"] == 10
+
+    model, meta = load_backbone(path, ResNet)
+    assert isinstance(model, ResNet) and model.depth == backbone["depth"]
+    assert meta["architecture"] == f"ResNet-{model.depth}"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    # reloading gives the same network: the notebook tested it again after load_backbone
+    assert backbone["reload_test_acc"] == pytest.approx(backbone["test_acc"], abs=1e-12)
+    assert backbone["test_acc"] > CHANCE + 0.05
+    # it is the residual network with the best final validation accuracy among all residual runs
+    t = metrics["tables"]
+    candidates = ([r["val_acc"] for r in t["depth_comparison"]["rows"] if r["variant"] == "residual"]
+                  + [r["final_val_acc"] for r in t["schedules"]["rows"]]
+                  + [r["val_acc"] for r in t["dropout"]["rows"] if r["dropout"] > 0])
+    assert backbone["val_acc"] == max(candidates)
