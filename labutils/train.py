@@ -23,6 +23,7 @@ at the end of the epoch, never after every step.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -385,7 +386,8 @@ class _Mover:
 
 
 def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
+    """bf16 autocast when asked for (default on CUDA); no context at all otherwise (not every device has one)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
 
 
 def _counts_correct(out: torch.Tensor, y: torch.Tensor) -> bool:

@@ -511,3 +511,20 @@ def test_with_the_gradient_recorder():
     assert h["weight"].shape == (2 * len(train), 2) and np.isfinite(h["weight"]).all()
     last = [m for _, m in tracker.logs if "val/acc" in m][-1]
     assert last["gradflow/weight/0"] == pytest.approx(h["weight"][-1, 0], rel=1e-6)
+
+
+def test_bf16_autocast_and_channels_last_paths_on_cpu():
+    """The CUDA set-up (bf16 autocast, channels-last batches) exercised on the CPU, where both exist too."""
+    mover = T._Mover(torch.device("cpu"), channels_last=True)
+    x = mover(torch.randn(2, 3, 8, 8))
+    assert x.is_contiguous(memory_format=torch.channels_last) and mover(torch.arange(3)).shape == (3,)
+    torch.manual_seed(0)
+    images = torch.randn(96, 3, 8, 8)
+    labels = (images[:, 0].mean((1, 2)) > 0).long()
+    loader = DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=True)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2))
+    hist = run(model, loader, loader, epochs=4, lr=1e-2, amp=True)
+    assert all(math.isfinite(v) for v in hist["train_loss"])
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())   # autocast leaves the weights fp32
