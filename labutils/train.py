@@ -154,6 +154,9 @@ def build_optimizer(model: nn.Module, name: str | torch.optim.Optimizer = "adam"
     A ready ``torch.optim.Optimizer`` (e.g. with parameter groups for fine-tuning) is returned as is.
     """
     if isinstance(name, torch.optim.Optimizer):
+        if (lr, weight_decay, momentum, nesterov) != (1e-3, 0.0, 0.9, False):
+            raise ValueError(f"lr/weight_decay/momentum/nesterov were given together with a ready "
+                             f"{type(name).__name__}: set them on that optimizer (or pass its name instead).")
         return name
     if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)} "

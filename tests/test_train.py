@@ -125,6 +125,11 @@ def test_bad_arguments_give_one_clear_error():
         run(mlp(), train, val, scheduler_kwargs={"factor": 0.1})
     with pytest.raises(ValueError, match="nesterov=True applies to optimizer='sgd' only"):
         run(mlp(), train, val, optimizer="adam", nesterov=True)
+    model = mlp()
+    ready = torch.optim.SGD(model.parameters(), lr=0.5)
+    with pytest.raises(ValueError, match="set them on that optimizer"):
+        run(model, train, val, optimizer=ready, lr=0.1)
+    assert run(model, train, val, epochs=1, optimizer=ready)[0]["lr"] == 0.5
     for bad in ({"epochs": 0}, {"patience": 0}, {"max_steps_per_epoch": 0}, {"lr": -1.0}):
         with pytest.raises(ValueError, match=repr(list(bad.values())[0])):
             run(mlp(), train, val, **bad)
