@@ -3,7 +3,8 @@
 Both sides compute the output and the gradients wrt input, weight and bias, in float32, on the
 lab's shapes (N=64: 1->8 at 28x28, 8->16 at 14x14, 16->32 at 32x32; N=32: 64->64 at 16x16;
 kernel 3, padding 1). Runs alternate between the two implementations so both see the same machine
-load; each time is the median of ``--repeats`` runs. NumPy's BLAS and torch get the same thread
+load; each time is the median of ``--repeats`` runs (the ratio of the fastest runs is printed too:
+on a busy machine it is the steadier number). NumPy's BLAS and torch get the same thread
 count (``--threads``, default 1), set before either library is imported.
 
     python benchmarks/bench_scratch_conv.py [--threads 1] [--repeats 15]
@@ -44,12 +45,20 @@ def main(argv=None) -> int:
         )
         rows = benchmark_conv_layers(LAB_BENCH_SHAPES, repeats=args.repeats)
 
-    print(f"{'shape (N, C_in->C_out, HxW)':<30}{'numpy ms':>10}{'torch ms':>10}{'ratio':>8}{'grad diff':>11}")
+    print(
+        f"{'shape (N, C_in->C_out, HxW)':<28}{'numpy ms':>10}{'torch ms':>10}{'ratio':>8}"
+        f"{'(minima)':>10}{'grad diff':>11}"
+    )
     for r in rows:
         shape = f"N={r['N']}, {r['C_in']}->{r['C_out']}, {r['H']}x{r['W']}"
-        print(f"{shape:<30}{r['numpy_ms']:>10.2f}{r['torch_ms']:>10.2f}{r['ratio']:>8.2f}{r['grad_rel_diff']:>11.1e}")
+        print(
+            f"{shape:<28}{r['numpy_ms']:>10.2f}{r['torch_ms']:>10.2f}{r['ratio']:>8.2f}{r['ratio_of_minima']:>10.2f}"
+            f"{r['grad_rel_diff']:>11.1e}"
+        )
     mean = geometric_mean(r["ratio"] for r in rows)
-    print(f"\ngeometric mean ratio (numpy / torch): {mean:.2f}  (target <= 2)")
+    mean_min = geometric_mean(r["ratio_of_minima"] for r in rows)
+    print(f"\ngeometric mean ratio (numpy / torch, medians): {mean:.2f}  (target <= 2)")
+    print(f"geometric mean ratio of the fastest runs:       {mean_min:.2f}")
     return 0
 
 

@@ -231,3 +231,28 @@ def test_conv_output_size_formula():
     assert F.conv_output_size(11, 3, 2, 1, 2) == 5
     out = F.conv2d(np.zeros((1, 1, 11, 11)), np.zeros((1, 1, 3, 3)), stride=2, padding=1, dilation=2)
     assert out.shape[-1] == F.conv_output_size(11, 3, 2, 1, 2)
+
+
+@pytest.mark.parametrize("images_per_chunk", [1, 2, 3])
+def test_conv2d_in_chunks_matches_torch(monkeypatch, images_per_chunk):
+    """Batches larger than the cache budget go through in chunks (the last one partial)."""
+    x_shape, w_shape, kwargs = CONV_CASES["all_at_once"]
+    x_shape = (5, *x_shape[1:])
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    per_image = F.conv2d(x[:1], w, b, **kwargs).shape[-2:]
+    per_image_bytes = x_shape[1] * w_shape[2] * w_shape[3] * per_image[0] * per_image[1] * x.itemsize
+    monkeypatch.setattr(F, "COLS_BUDGET_BYTES", images_per_chunk * per_image_bytes)
+    out, cache = F.conv2d_forward(x, w, b, **kwargs)
+    dout = rng.standard_normal(out.shape)
+    ref_out, ref_dx, ref_dw, ref_db = _torch_conv(x, w, b, kwargs, dout)
+    np.testing.assert_allclose(out, ref_out, atol=ATOL, rtol=0)
+    for ours, ref in zip(F.conv2d_backward(dout, cache), (ref_dx, ref_dw, ref_db)):
+        np.testing.assert_allclose(ours, ref, atol=ATOL, rtol=0)
+
+
+def test_conv2d_empty_batch():
+    out, cache = F.conv2d_forward(np.zeros((0, 2, 5, 5)), np.ones((3, 2, 3, 3)), np.ones(3))
+    assert out.shape == (0, 3, 3, 3)
+    dx, dw, db = F.conv2d_backward(np.zeros(out.shape), cache)
+    assert dx.shape == (0, 2, 5, 5) and not dw.any() and not db.any()
