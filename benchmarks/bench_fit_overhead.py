@@ -107,7 +107,8 @@ def time_bare(kind: str, epochs: int, device) -> Clock:
     return clock
 
 
-def time_fit(kind: str, epochs: int, device, *, full: bool, wandb_dir: str) -> tuple[Clock, float]:
+def time_fit(kind: str, epochs: int, device, *, full: bool, wandb_dir: str,
+             record_every: int = 1) -> tuple[Clock, float]:
     """Time inside fit, and seconds to start + finish the tracker (outside the timed region)."""
     seed_everything(0)
     model = make_model(kind).to(device)
@@ -115,7 +116,7 @@ def time_fit(kind: str, epochs: int, device, *, full: bool, wandb_dir: str) -> t
     t_tracker = time.perf_counter()
     tracker = Tracker(project="labs-bench", name=f"fit-{kind}", mode="offline", dir=wandb_dir) if full else None
     t_tracker = time.perf_counter() - t_tracker
-    recorder = GradientRecorder(model).attach() if full else None
+    recorder = GradientRecorder(model, every=record_every).attach() if full else None
     with Clock(device) as clock:
         fit(model, train, val, epochs=epochs, optimizer="sgd", lr=0.05, momentum=0.9, grad_recorder=recorder,
             tracker=tracker, device=device, progress=full, amp=False)
@@ -138,6 +139,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the course machine shares 2 cores)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--record-every", type=int, default=1, help="GradientRecorder stride in steps")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -152,16 +154,18 @@ def main(argv=None) -> dict:
             for _ in range(args.repeats):        # interleaved, so drifting machine load hits all alike
                 bare.append(time_bare(kind, args.epochs, device))
                 plain.append(time_fit(kind, args.epochs, device, full=False, wandb_dir=wandb_dir)[0])
-                t, s = time_fit(kind, args.epochs, device, full=True, wandb_dir=wandb_dir)
+                t, s = time_fit(kind, args.epochs, device, full=True, wandb_dir=wandb_dir,
+                                record_every=args.record_every)
                 full.append(t)
                 tracker_s.append(s)
             shape, n_train, _, batch = WORKLOADS[kind]
             steps = args.epochs * -(-n_train // batch)
             results[kind] = row = {"steps": steps, "repeats": args.repeats, "epochs": args.epochs,
+                                   "record_every": args.record_every,
                                    "device": str(device), "threads": args.threads,
                                    "tracker_start_finish_s": statistics.median(tracker_s)}
             print(f"\n{kind}: {steps} steps ({args.epochs} epochs), input {shape}, batch {batch}, device {device}, "
-                  f"{args.threads} thread(s), median of {args.repeats}")
+                  f"{args.threads} thread(s), recorder every {args.record_every} step(s), median of {args.repeats}")
             print(f"  {'':30s} {'wall s':>8s} {'ratio':>6s}   {'CPU s':>8s} {'ratio':>6s}")
             configs = (("bare PyTorch loop", "bare", bare), ("fit (no recorder/tracker/bar)", "fit", plain),
                        ("fit + recorder + wandb + bar", "fit_recorder_wandb", full))
