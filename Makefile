@@ -33,8 +33,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check labutils tests benchmarks
 
+# Containers often run as root, which JupyterLab refuses without --allow-root.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
 
 data: $(STAMP)
 	$(PY) -m labutils data
