@@ -12,7 +12,8 @@ magnitude smaller (or larger) than at its last layers. These tools measure that,
 ``recorder.record(step)`` is what a training loop calls after ``loss.backward()`` and before
 ``optimizer.step()`` (``labutils.train.fit`` does so when given ``grad_recorder=``). Recording is
 cheap enough to leave on: all norms of a step come from one fused ``torch._foreach_norm`` call and
-stay on the device; they are copied to the host only when the history is read.
+stay on the device; they are copied to the host in blocks, and the per-layer tables are built only
+when the history is read.
 
 Dead ReLUs: a unit is *dead on a batch* when its ReLU output is zero for every example of the batch
 (for convolutions a unit is a channel: zero at every example and position). The recorder stores,
@@ -31,6 +32,7 @@ from torch import nn
 
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 RELU_LAYERS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+NONNEGATIVE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)   # activations whose output is never < 0
 
 
 def weight_layers(model: nn.Module,
@@ -52,6 +54,23 @@ def unit_maxima(out: torch.Tensor) -> torch.Tensor:
     return out.amax(dim=(0, *range(2, out.dim())))
 
 
+def _unit_activity(out: torch.Tensor, nonnegative: bool) -> torch.Tensor:
+    """Per unit, a number that is <= 0 exactly when the unit is dead on the batch (shapes as :func:`unit_maxima`).
+
+    For activations that are never negative (ReLU, ReLU6) it is the sum over the batch: a sum of
+    non-negative floats is 0 only when every term is (rounding cannot reach 0, NaN stays NaN), and on
+    the CPU a sum over the batch axis is several times faster than a maximum. Otherwise it is the maximum.
+    Positions (dims 2, ...) are reduced before the batch, which is the faster order for convolutions.
+    """
+    out = out.detach()
+    reduce = torch.sum if nonnegative else torch.amax
+    if out.dim() <= 1:
+        return reduce(out, dim=tuple(range(out.dim()))).reshape(1)
+    if out.dim() > 2:
+        out = reduce(out, dim=tuple(range(2, out.dim())))
+    return reduce(out, dim=0)
+
+
 def dead_fraction(out: torch.Tensor) -> float:
     """Fraction of a ReLU output's units that are zero for the whole batch (see :func:`unit_maxima`)."""
     return float((unit_maxima(out) <= 0).float().mean())
@@ -63,14 +82,27 @@ class GradientRecorder:
     Args:
         model: the network; layers are found by type at construction.
         layer_types: modules whose ``weight``/``bias`` gradients are measured (default Linear and Conv).
-        relu_types: activation modules watched for dead units (default ReLU, ReLU6); ``()`` turns it off.
+        relu_types: activation modules watched for dead units (default ReLU, ReLU6); ``()`` turns it off
+            (then no hooks are registered at all).
         every: record only when ``step % every == 0`` (1 = every step).
 
     Attributes:
         layer_names: the measured layers, input side first (``model.named_modules()`` order).
         relu_names: the watched activation modules.
         history: everything recorded so far as NumPy arrays (see :attr:`history`).
+
+    Cost per recorded step: one fused ``torch._foreach_norm`` over all weight and bias gradients and
+    one ``torch.stack``, plus one reduction per watched ReLU in its forward hook; no host copy and no
+    per-layer Python work in ``record``. The layer tables and the dead fractions are computed in
+    blocks of up to ``FLUSH_STEPS`` steps when the history is read. With ``every > 1`` the hooks
+    measure only the forward passes of steps that will be recorded: after ``record(s)`` the recorder
+    expects step ``s + 1`` next (as in a training loop that calls it once per step, like ``fit``);
+    the hooks of the other steps return at once. Without ReLU modules (or with ``relu_types=()``)
+    no hook is registered at all.
     """
+
+    FLUSH_STEPS = 256            # recorded steps kept on the device before one copy to the host
+    FLUSH_UNITS = 1 << 22        # ... or fewer, so that the per-unit ReLU statistics kept stay below ~16 MB
 
     def __init__(self, model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
                  relu_types: Sequence[type[nn.Module]] = RELU_LAYERS, every: int = 1):
@@ -83,26 +115,32 @@ class GradientRecorder:
         self.model = model
         self.every = every
         self.layer_names = [name for name, _ in layers]
-        self._weights = [m.weight for _, m in layers]
-        # Biases are measured in the same fused call; layers without one get NaN.
-        self._bias_slot = []
-        self._biases = []
+        # One flat parameter list, fixed once: [every weight | every trainable bias]. A recorded step
+        # stores the norms in this order; the layer tables (NaN for layers without a bias) are built
+        # from it on the host, when the history is read.
+        weights = [m.weight for _, m in layers]
+        biases, bias_column = [], []
         for _, m in layers:
             b = getattr(m, "bias", None)
             if isinstance(b, nn.Parameter) and b.requires_grad:
-                self._bias_slot.append(len(self._biases))
-                self._biases.append(b)
+                bias_column.append(len(weights) + len(biases))
+                biases.append(b)
             else:
-                self._bias_slot.append(-1)
+                bias_column.append(-1)
+        self._params: list[nn.Parameter] = weights + biases
+        n_params = len(self._params)       # column n_params of a host block is the NaN of missing biases
+        self._columns = np.array(list(range(len(weights))) + [c if c >= 0 else n_params for c in bias_column])
         self._relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
         self.relu_names = [name for name, _ in self._relus]
-        self._dead_latest: list[torch.Tensor | None] = [None] * len(self._relus)
+        self._activity: list[torch.Tensor | None] = [None] * len(self._relus)   # set by the hooks
+        self._armed = True                  # whether the next training forward pass belongs to a recorded step
         self._handles: list[Any] = []
         self._steps: list[int] = []
-        self._pending: list[torch.Tensor] = []      # one 1-D tensor per recorded step, still on the device
-        self._host: list[np.ndarray] = []           # blocks already copied to the host
+        self._pending_norms: list[torch.Tensor] = []               # (P,) per recorded step, on the device
+        self._pending_activity: list[list[torch.Tensor | None]] = []  # per recorded step, one entry per ReLU
+        self._flush_at, self._sized = self.FLUSH_STEPS, False
+        self._host: list[np.ndarray] = []   # (S_block, 2L + R) float64 blocks already on the host
         self._cache: dict[str, Any] | None = None
-        self._device_cache: dict[tuple, torch.Tensor] = {}
 
     # -- hooks -----------------------------------------------------------------------------------
     def attach(self) -> GradientRecorder:
@@ -129,11 +167,14 @@ class GradientRecorder:
         self.detach()
 
     def _make_hook(self, i: int):
+        activity = self._activity
+        nonnegative = isinstance(self._relus[i][1], NONNEGATIVE)
+
         def hook(module, inputs, output):
-            # Only training forward passes count: evaluation runs under no_grad and would overwrite
-            # the statistics of the batch whose gradients are about to be recorded.
-            if torch.is_grad_enabled() and isinstance(output, torch.Tensor):
-                self._dead_latest[i] = unit_maxima(output)
+            # Only training forward passes of steps that will be recorded count: evaluation runs under
+            # no_grad and would overwrite the statistics of the batch whose gradients are recorded next.
+            if self._armed and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+                activity[i] = _unit_activity(output, nonnegative)
         return hook
 
     # -- recording -------------------------------------------------------------------------------
@@ -142,71 +183,83 @@ class GradientRecorder:
         """Measure the gradients now in ``.grad`` (call after ``backward()``, before ``optimizer.step()``).
 
         Returns True if this step was recorded (see ``every``). Nothing is copied to the host here:
-        a handful of fused device operations per step, however many layers the model has.
+        two device operations for the norms (one fused norm over all gradients, one stack), however
+        many layers the model has.
         """
+        activity = self._activity
+        self._armed = (step + 1) % self.every == 0
         if step % self.every:
+            if any(m is not None for m in activity):   # a forward pass of a step that is not recorded
+                activity[:] = [None] * len(activity)
             return False
-        device = self._weights[0].device
-        params = self._weights + self._biases
-        grads = [p.grad for p in params]
-        nan = torch.full((1,), math.nan, device=device)
-        if all(g is not None for g in grads):
-            norms = torch._foreach_norm(grads)
-            values = torch.stack([n.float() for n in norms] if norms[0].dtype != torch.float32 else norms)
-        else:  # layers that took no part in this backward pass get NaN
-            values = nan.expand(len(params)).clone()
+        grads = [p.grad for p in self._params]
+        if any(g is None for g in grads):    # layers that took no part in this backward pass get NaN
+            row = self._params[0].new_full((len(grads),), math.nan, dtype=torch.float32)
             present = [i for i, g in enumerate(grads) if g is not None]
             if present:
-                norms = torch._foreach_norm([grads[i] for i in present])
-                values[present] = torch.stack([n.float() for n in norms])
-        # [weights | biases | NaN]; one gather puts every layer's bias norm (or the NaN) in layer order
-        values = torch.cat([values, nan])
-        row = values[self._index(device)]
-        self._pending.append(torch.cat([row, self._dead_fractions(device)]))
+                row[present] = torch.stack(torch._foreach_norm([grads[i] for i in present], 2, dtype=torch.float32))
+        else:   # float32 norms whatever the gradients' dtype (bf16 models)
+            row = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+        self._pending_norms.append(row)
+        if activity:
+            kept = list(activity)
+            self._pending_activity.append(kept)
+            activity[:] = [None] * len(activity)   # a later record without a training forward pass gets NaN
+            if not self._sized and any(m is not None for m in kept):
+                # at most FLUSH_UNITS per-unit statistics wait on the device (unit counts from this step)
+                units = sum(m.numel() for m in kept if m is not None)
+                self._flush_at = max(len(self._pending_norms), min(self.FLUSH_STEPS, self.FLUSH_UNITS // units))
+                self._sized = True
         self._steps.append(int(step))
         self._cache = None
-        if len(self._pending) >= 256:  # bound the number of tiny device tensors kept alive
+        if len(self._pending_norms) >= self._flush_at:
             self._flush()
         return True
 
-    def _index(self, device: torch.device) -> torch.Tensor:
-        """Positions in ``[weights | biases | NaN]`` of each layer's weight norm, then its bias norm."""
-        key = ("index", device)
-        if key not in self._device_cache:
-            n_w, n_b = len(self._weights), len(self._biases)
-            bias_pos = [n_w + s if s >= 0 else n_w + n_b for s in self._bias_slot]
-            self._device_cache[key] = torch.tensor(list(range(n_w)) + bias_pos, device=device)
-        return self._device_cache[key]
-
-    def _dead_fractions(self, device: torch.device) -> torch.Tensor:
-        """Dead fraction per watched ReLU from the per-unit maxima the hooks stored (NaN where none)."""
-        maxima, self._dead_latest = self._dead_latest, [None] * len(self._relus)
-        out = torch.full((len(maxima),), math.nan, device=device)
-        present = [i for i, m in enumerate(maxima) if m is not None]
-        if not present:
-            return out
-        sizes = tuple(maxima[i].numel() for i in present)
-        key = ("segments", device, tuple(present), sizes)
-        if key not in self._device_cache:
-            self._device_cache[key] = (
-                torch.repeat_interleave(torch.arange(len(present), device=device), torch.tensor(sizes, device=device)),
-                torch.tensor(sizes, dtype=torch.float32, device=device),
-                torch.tensor(present, device=device),
-            )
-        segment, counts, where = self._device_cache[key]
-        dead = (torch.cat([maxima[i].to(device).reshape(-1) for i in present]) <= 0).float()
-        out[where] = torch.zeros(len(present), device=device).index_add_(0, segment, dead) / counts
-        return out
-
     def _flush(self) -> None:
-        if self._pending:
-            self._host.append(torch.stack(self._pending).cpu().numpy().astype(np.float64))
-            self._pending.clear()
+        """Copy the pending steps to the host as one ``(S, 2L + R)`` float64 block: norms in layer order, then
+        the dead-ReLU fractions."""
+        if not self._pending_norms:
+            return
+        norms = torch.stack(self._pending_norms).float().cpu().numpy().astype(np.float64)
+        norms = np.concatenate([norms, np.full((len(norms), 1), np.nan)], axis=1)[:, self._columns]
+        dead = self._dead_fractions(self._pending_activity, len(norms))
+        self._host.append(np.concatenate([norms, dead], axis=1))
+        self._pending_norms.clear()
+        self._pending_activity.clear()
+        self._flush_at, self._sized = self.FLUSH_STEPS, False
+
+    def _dead_fractions(self, rows: list[list[torch.Tensor | None]], n_steps: int) -> np.ndarray:
+        """``(S, R)`` fraction of units dead on the batch (statistic <= 0, see :func:`_unit_activity`), per step
+        and ReLU (NaN where a ReLU saw no training batch). A few device operations per ReLU for the whole
+        block, one host copy."""
+        out = np.full((n_steps, len(self._relus)), np.nan)
+        if not rows:
+            return out
+        parts, where = [], []
+        for r in range(len(self._relus)):
+            col = [(s, row[r]) for s, row in enumerate(rows) if row[r] is not None]
+            if not col:
+                continue
+            if len({m.shape for _, m in col}) == 1:
+                parts.append((torch.stack([m for _, m in col]) <= 0).float().mean(dim=1))
+            else:   # the unit count changed between steps (e.g. a varying sequence length)
+                parts.append(torch.stack([(m <= 0).float().mean() for _, m in col]))
+            where.append((np.array([s for s, _ in col]), r))
+        if not parts:
+            return out
+        values = torch.cat(parts).cpu().numpy()
+        start = 0
+        for steps, r in where:
+            out[steps, r] = values[start:start + len(steps)]
+            start += len(steps)
+        return out
 
     def reset(self) -> None:
         """Forget everything recorded (hooks stay as they are)."""
-        self._steps.clear(), self._pending.clear(), self._host.clear()
-        self._cache = None
+        self._steps.clear(), self._pending_norms.clear(), self._pending_activity.clear(), self._host.clear()
+        self._activity[:] = [None] * len(self._activity)
+        self._armed, self._flush_at, self._sized, self._cache = True, self.FLUSH_STEPS, False, None
 
     def __len__(self) -> int:
         return len(self._steps)

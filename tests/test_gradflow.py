@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import matplotlib
@@ -10,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from labutils import gradflow
 from labutils.gradflow import (
     GradientRecorder,
     dead_fraction,
@@ -19,6 +21,7 @@ from labutils.gradflow import (
     plot_grad_histograms,
     plot_layer_norms,
     plot_norm_heatmap,
+    unit_maxima,
 )
 from labutils.models import MLP, ResNet, SimpleCNN
 
@@ -179,6 +182,128 @@ def test_every_and_long_histories():
     assert np.allclose(h["weight"], h["weight"][0])   # same gradients every time
     recorder.reset()
     assert len(recorder) == 0 and recorder.latest() == {"weight": {}, "bias": {}, "dead_relu": {}}
+
+
+def _relu_outputs(model):
+    """Capture every ReLU output of the next forward passes (a hand-side record, independent of the recorder)."""
+    outputs = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.ReLU, nn.LeakyReLU)):
+            m.register_forward_hook(lambda mod, i, o, name=name: outputs.__setitem__(name, o.detach().clone()))
+    return outputs
+
+
+def test_every_records_only_armed_steps_exactly():
+    """every=3: norms and dead fractions of steps 0, 3, 6, 9 equal the hand computation on those steps, and the
+    ReLU hooks do their reduction only in the forward passes of those steps."""
+    torch.manual_seed(0)
+    model = MLP(20, 3, width=10, depth=3)
+    with torch.no_grad():
+        model.stem.bias[:3] = -1e3                    # 3 of 10 stem units dead on every batch
+    outputs = _relu_outputs(model)
+    recorder = GradientRecorder(model, every=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reductions = []
+    real = gradflow._unit_activity
+    expected_w, expected_b, expected_dead = [], [], []
+    with recorder, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gradflow, "_unit_activity", lambda out, nonneg: reductions.append(1) or real(out, nonneg))
+        for step in range(11):
+            before = len(reductions)
+            x, y = _batch(seed=step)
+            _step(model, x, y)
+            assert len(reductions) - before == (len(recorder.relu_names) if step % 3 == 0 else 0), step
+            if step % 3 == 0:
+                _, w, b = _hand_norms(model)
+                expected_w.append(w), expected_b.append(b)
+                expected_dead.append([(outputs[n] == 0).all(dim=0).float().mean().item() for n in recorder.relu_names])
+            assert recorder.record(step) == (step % 3 == 0)
+            opt.step()
+    h = recorder.history
+    assert h["steps"].tolist() == [0, 3, 6, 9]
+    np.testing.assert_allclose(h["weight"], np.stack(expected_w), rtol=1e-5)
+    np.testing.assert_allclose(h["bias"], np.stack(expected_b), rtol=1e-5)
+    np.testing.assert_allclose(h["dead_relu"], np.array(expected_dead), rtol=0, atol=1e-12)
+    assert (h["dead_relu"][:, 0] >= 0.3).all() and h["dead_relu"][0, 0] == pytest.approx(0.3)
+
+
+def test_history_spanning_many_device_blocks_equals_hand_computation(monkeypatch):
+    """Steps are copied to the host in blocks (FLUSH_STEPS, FLUSH_UNITS); block edges lose and mix nothing."""
+    torch.manual_seed(1)
+    model = MLP(20, 3, width=12, depth=3)
+    outputs = _relu_outputs(model)
+    recorder = GradientRecorder(model)
+    monkeypatch.setattr(recorder, "FLUSH_STEPS", 4)
+    monkeypatch.setattr(recorder, "FLUSH_UNITS", 60)          # 36 units a step: a block of 1 step
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    expected_w, expected_dead = [], []
+    with recorder:
+        for step in range(7):
+            with torch.no_grad():                            # a different number of dead units each step
+                model.blocks[0].linear.bias[: step + 1] = -1e3
+            _step(model, *_batch(seed=step))
+            expected_w.append(_hand_norms(model)[1])
+            expected_dead.append([(outputs[n] == 0).all(dim=0).float().mean().item() for n in recorder.relu_names])
+            recorder.record(step)
+            if step == 2:
+                assert recorder.at(2, "dead_relu") == pytest.approx(dict(zip(recorder.relu_names, expected_dead[2])))
+            opt.step()
+        monkeypatch.setattr(recorder, "FLUSH_UNITS", 1 << 22)
+        for step in range(7, 16):                            # 9 more steps: blocks of FLUSH_STEPS = 4
+            _step(model, *_batch(seed=step))
+            expected_w.append(_hand_norms(model)[1])
+            expected_dead.append([(outputs[n] == 0).all(dim=0).float().mean().item() for n in recorder.relu_names])
+            recorder.record(step)
+            opt.step()
+    h = recorder.history
+    assert h["steps"].tolist() == list(range(16))
+    np.testing.assert_allclose(h["weight"], np.stack(expected_w), rtol=1e-5)
+    np.testing.assert_allclose(h["dead_relu"], np.array(expected_dead), rtol=0, atol=1e-12)
+    assert len({tuple(r) for r in h["dead_relu"][:7]}) == 7     # the rows really differ step to step
+
+
+def test_dead_statistic_of_nonnegative_activations_is_exact():
+    """For ReLU outputs the recorder tests the batch sum for 0 instead of the maximum: same verdict, including
+    a unit whose only activity is one subnormal value, and NaN (not dead) in both."""
+    g = torch.Generator().manual_seed(0)
+    dense = torch.relu(torch.randn(64, 30, generator=g))
+    dense[:, :3] = 0.0                     # units 0, 1, 2 silent on the whole batch ...
+    dense[3, 1] = 1e-45                    # ... but unit 1 fires once, at the smallest positive float32
+    dense[5, 2] = math.nan                 # ... and unit 2 saw a NaN
+    conv = torch.relu(torch.randn(16, 8, 5, 5, generator=g))
+    conv[:, 2] = 0.0                       # channel 2 silent at every example and position
+    for out in (dense, conv, torch.zeros(7), torch.relu(torch.randn(7, generator=g))):
+        assert torch.equal(gradflow._unit_activity(out, True) <= 0, unit_maxima(out) <= 0)
+        torch.testing.assert_close(gradflow._unit_activity(out, False), unit_maxima(out), rtol=0, atol=0,
+                                   equal_nan=True)
+    assert (gradflow._unit_activity(dense, True) <= 0).nonzero().flatten().tolist() == [0]
+    assert (gradflow._unit_activity(conv, True) <= 0).nonzero().flatten().tolist() == [2]
+
+
+def test_other_activations_use_the_maximum():
+    """relu_types may name activations with negative outputs (LeakyReLU): dead means no positive output."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 8), nn.LeakyReLU(0.1), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].bias[:2] = -1e3
+    outputs = _relu_outputs(model)
+    with GradientRecorder(model, relu_types=(nn.LeakyReLU,)) as recorder:
+        _step(model, *_batch())
+        recorder.record(0)
+    hand = (outputs["1"].amax(dim=0) <= 0).float().mean().item()
+    assert hand == pytest.approx(0.25) and recorder.latest()["dead_relu"] == {"1": pytest.approx(hand)}
+
+
+def test_no_hooks_without_relus():
+    model = nn.Sequential(nn.Linear(20, 8), nn.Tanh(), nn.Linear(8, 3))
+    with GradientRecorder(model) as recorder:
+        assert not recorder.attached and all(not m._forward_hooks for m in model.modules())
+        _step(model, *_batch())
+        recorder.record(0)
+    assert recorder.history["dead_relu"].shape == (1, 0)
+    mlp = MLP(20, 3, width=8, depth=3)
+    with GradientRecorder(mlp, relu_types=()) as recorder:
+        assert all(not m._forward_hooks for m in mlp.modules())
 
 
 def test_bad_arguments():
