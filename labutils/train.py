@@ -17,8 +17,9 @@ improves. Both are written atomically (temporary file + ``os.replace``) and read
 ``torch.load(..., weights_only=True)``.
 
 Per-step cost is kept low: the loss and the number of correct predictions stay on the device and
-are read back every ``SYNC_EVERY`` steps (for the progress bar and the non-finite-loss check) and
-at the end of the epoch, never after every step.
+are read back every ``SYNC_EVERY`` steps (for the non-finite-loss check, the tracker's running loss
+and the progress bar, whose numbers change at most every ``POSTFIX_EVERY_S`` seconds) and at the
+end of the epoch, never after every step.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from torch import nn
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "step", "cosine", "onecycle")
 SYNC_EVERY = 50            # steps between device -> host reads of the running loss/accuracy
+POSTFIX_EVERY_S = 0.5      # least seconds between progress-bar loss/accuracy updates
 CHECKPOINT_FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
 
@@ -642,12 +644,13 @@ def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover
     corrects: list[torch.Tensor] = []
     sizes: list[int] = []
     loss_sum, correct, seen, first_step = 0.0, 0.0, 0, 1
+    shown = -math.inf          # when the progress bar's loss/accuracy were last updated (perf_counter)
     counts_acc = None
     batches = loader if steps is None else itertools.islice(loader, steps)
     bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
 
     def sync(step: int) -> None:
-        nonlocal loss_sum, correct, seen, first_step
+        nonlocal loss_sum, correct, seen, first_step, shown
         if not losses:
             return
         values = torch.cat([torch.stack(losses).float(), torch.stack(corrects).float()]).cpu()
@@ -669,8 +672,11 @@ def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover
         seen += sum(sizes)
         losses.clear(), corrects.clear(), sizes.clear()
         first_step = step + 1
-        if progress:
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if counts_acc else "n/a")
+        if progress and time.perf_counter() - shown >= POSTFIX_EVERY_S:
+            # no forced redraw: the bar shows the new numbers at its own next refresh
+            shown = time.perf_counter()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if counts_acc else "n/a",
+                            refresh=False)
         if tracker is not None:
             tracker.log({"train/loss_running": loss_sum / seen}, step=global_step)
 

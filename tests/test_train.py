@@ -135,6 +135,29 @@ def test_bad_arguments_give_one_clear_error():
             run(mlp(), train, val, **bad)
 
 
+@pytest.mark.parametrize("every_s, per_epoch", [(0.0, 3), (1e9, 1)])
+def test_progress_bar_numbers_are_throttled(monkeypatch, every_s, per_epoch):
+    """The batch bar's loss/accuracy change at most every POSTFIX_EVERY_S seconds (here: at every read-back of
+    the running numbers, or only at the first one of the epoch), never with a forced redraw."""
+    import tqdm.auto
+
+    updates = []
+
+    class Bar(tqdm.auto.tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=True, **kw):
+            if self.desc.startswith("epoch "):
+                updates.append((self.desc, refresh, float(kw["loss"]), float(kw["acc"])))
+            super().set_postfix(ordered_dict, refresh=refresh, **kw)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setattr(T, "SYNC_EVERY", 2)                # 6 steps per epoch: read-backs after steps 2, 4, 6
+    monkeypatch.setattr(T, "POSTFIX_EVERY_S", every_s)
+    run(mlp(), *make_data(), epochs=2, progress=True)
+    assert [d for d, *_ in updates] == ["epoch 1"] * per_epoch + ["epoch 2"] * per_epoch
+    assert not any(refresh for _, refresh, _, _ in updates)
+    assert all(0 < loss < 5 and 0 <= acc <= 1 for *_, loss, acc in updates)
+
+
 def test_max_steps_per_epoch_caps_batches():
     train, val = make_data()
     calls = []
