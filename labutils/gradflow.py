@@ -91,18 +91,22 @@ class GradientRecorder:
         relu_names: the watched activation modules.
         history: everything recorded so far as NumPy arrays (see :attr:`history`).
 
-    Cost per recorded step: one fused ``torch._foreach_norm`` over all weight and bias gradients and
-    one ``torch.stack``, plus one reduction per watched ReLU in its forward hook; no host copy and no
-    per-layer Python work in ``record``. The layer tables and the dead fractions are computed in
-    blocks of up to ``FLUSH_STEPS`` steps when the history is read. With ``every > 1`` the hooks
-    measure only the forward passes of steps that will be recorded: after ``record(s)`` the recorder
-    expects step ``s + 1`` next (as in a training loop that calls it once per step, like ``fit``);
-    the hooks of the other steps return at once. Without ReLU modules (or with ``relu_types=()``)
-    no hook is registered at all.
+    Cost per recorded step, whatever the depth: one fused ``torch._foreach_norm`` over the weight and
+    bias gradients (on the CPU, small same-shaped ones such as a deep MLP's hidden layers as one
+    stacked group each, since the CPU's ``_foreach_norm`` is a loop of single norms) and one
+    ``torch.cat``/``stack``; for dead ReLUs, a hook per ReLU that keeps a small ``nn.ReLU`` output
+    (reduced in ``record`` with the others of its shape: one stack and one sum) or reduces a large
+    or other activation's output at once. No host copy and no per-layer Python work in ``record``:
+    the layer tables and the dead fractions are computed in blocks of up to ``FLUSH_STEPS`` steps,
+    on the host, when the history is read. With ``every > 1`` the hooks measure only the forward
+    passes of steps that will be recorded: after ``record(s)`` the recorder expects step ``s + 1``
+    next (as in a training loop that calls it once per step, like ``fit``); the hooks of the other
+    steps return at once. Without ReLU modules (or with ``relu_types=()``) no hook is registered.
     """
 
     FLUSH_STEPS = 256            # recorded steps kept on the device before one copy to the host
     FLUSH_UNITS = 1 << 22        # ... or fewer, so that the per-unit ReLU statistics kept stay below ~16 MB
+    STACK_NUMEL = 1 << 16        # gradients and ReLU outputs up to this size are reduced in stacked groups
 
     def __init__(self, model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
                  relu_types: Sequence[type[nn.Module]] = RELU_LAYERS, every: int = 1):
@@ -115,9 +119,9 @@ class GradientRecorder:
         self.model = model
         self.every = every
         self.layer_names = [name for name, _ in layers]
-        # One flat parameter list, fixed once: [every weight | every trainable bias]. A recorded step
-        # stores the norms in this order; the layer tables (NaN for layers without a bias) are built
-        # from it on the host, when the history is read.
+        # The measured parameters, fixed once: every weight, then every trainable bias. A recorded step
+        # stores their norms as one row (in `order` below); the layer tables (NaN for layers without a
+        # bias) are built from the rows on the host, when the history is read.
         weights = [m.weight for _, m in layers]
         biases, bias_column = [], []
         for _, m in layers:
@@ -127,12 +131,32 @@ class GradientRecorder:
                 biases.append(b)
             else:
                 bias_column.append(-1)
-        self._params: list[nn.Parameter] = weights + biases
-        n_params = len(self._params)       # column n_params of a host block is the NaN of missing biases
-        self._columns = np.array(list(range(len(weights))) + [c if c >= 0 else n_params for c in bias_column])
+        params = weights + biases
+        # On the CPU, _foreach_norm is a loop of single norms (~1.5 µs each), so small parameters of one
+        # shape (the 16x16 hidden layers of a deep MLP) are measured as a stacked group instead: one stack
+        # and one norm per group. The rest go through _foreach_norm (on CUDA all of them: there it is one
+        # fused kernel). `order` is the order of the norms in a stored row: the rest, then each group.
+        same: dict[tuple, list[int]] = {}
+        for i, p in enumerate(params):
+            if 1 <= p.dim() and p.numel() <= self.STACK_NUMEL:
+                same.setdefault((tuple(p.shape), p.dtype), []).append(i)
+        groups = [idx for idx in same.values() if len(idx) >= 4]   # fewer: no faster than separate norms
+        grouped = {i for idx in groups for i in idx}
+        rest = [i for i in range(len(params)) if i not in grouped]
+        self._n_rest = len(rest)
+        self._groups = [(len(idx), tuple(range(1, params[idx[0]].dim() + 1))) for idx in groups]
+        order = rest + [i for idx in groups for i in idx]
+        self._params: list[nn.Parameter] = [params[i] for i in order]
+        # Host side: where each layer's weight and bias norm sit in a stored row (the extra last column
+        # is the NaN of layers without a bias).
+        where = np.empty(len(params), dtype=np.int64)
+        where[order] = np.arange(len(params))
+        self._columns = np.concatenate([where[:len(weights)],
+                                        [where[c] if c >= 0 else len(params) for c in bias_column]])
         self._relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
         self.relu_names = [name for name, _ in self._relus]
-        self._activity: list[torch.Tensor | None] = [None] * len(self._relus)   # set by the hooks
+        # per ReLU, set by its hook: a per-unit statistic, a kept (output, version), or None
+        self._activity: list[torch.Tensor | tuple | None] = [None] * len(self._relus)
         self._armed = True                  # whether the next training forward pass belongs to a recorded step
         self._handles: list[Any] = []
         self._steps: list[int] = []
@@ -167,14 +191,23 @@ class GradientRecorder:
         self.detach()
 
     def _make_hook(self, i: int):
-        activity = self._activity
-        nonnegative = isinstance(self._relus[i][1], NONNEGATIVE)
+        activity, small = self._activity, self.STACK_NUMEL
+        module = self._relus[i][1]
+        nonnegative = isinstance(module, NONNEGATIVE)
+        # torch.relu keeps its output for the backward pass, and autograd refuses to differentiate
+        # through it once it has been changed in place; so a small nn.ReLU output can simply be kept
+        # and reduced in record() together with the others of its shape (one stack and one sum for
+        # all the layers of a deep MLP, instead of one reduction per layer here).
+        by_reference = type(module) is nn.ReLU
 
         def hook(module, inputs, output):
             # Only training forward passes of steps that will be recorded count: evaluation runs under
             # no_grad and would overwrite the statistics of the batch whose gradients are recorded next.
             if self._armed and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
-                activity[i] = _unit_activity(output, nonnegative)
+                if by_reference and output.requires_grad and output.dim() >= 2 and output.numel() <= small:
+                    activity[i] = (output, output._version)
+                else:
+                    activity[i] = _unit_activity(output, nonnegative)
         return hook
 
     # -- recording -------------------------------------------------------------------------------
@@ -182,9 +215,9 @@ class GradientRecorder:
     def record(self, step: int) -> bool:
         """Measure the gradients now in ``.grad`` (call after ``backward()``, before ``optimizer.step()``).
 
-        Returns True if this step was recorded (see ``every``). Nothing is copied to the host here:
-        two device operations for the norms (one fused norm over all gradients, one stack), however
-        many layers the model has.
+        Returns True if this step was recorded (see ``every``). Nothing is copied to the host here,
+        and the number of device operations does not grow with the depth of the model (see the class
+        docstring).
         """
         activity = self._activity
         self._armed = (step + 1) % self.every == 0
@@ -192,16 +225,9 @@ class GradientRecorder:
             if any(m is not None for m in activity):   # a forward pass of a step that is not recorded
                 activity[:] = [None] * len(activity)
             return False
-        grads = [p.grad for p in self._params]
-        if any(g is None for g in grads):    # layers that took no part in this backward pass get NaN
-            row = self._params[0].new_full((len(grads),), math.nan, dtype=torch.float32)
-            present = [i for i, g in enumerate(grads) if g is not None]
-            if present:
-                row[present] = torch.stack(torch._foreach_norm([grads[i] for i in present], 2, dtype=torch.float32))
-        else:   # float32 norms whatever the gradients' dtype (bf16 models)
-            row = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
-        self._pending_norms.append(row)
+        self._pending_norms.append(self._norms())
         if activity:
+            self._reduce_kept_outputs(activity)
             kept = list(activity)
             self._pending_activity.append(kept)
             activity[:] = [None] * len(activity)   # a later record without a training forward pass gets NaN
@@ -215,6 +241,43 @@ class GradientRecorder:
         if len(self._pending_norms) >= self._flush_at:
             self._flush()
         return True
+
+    def _norms(self) -> torch.Tensor:
+        """``(P,)`` float32 L2 norms of the gradients now in ``.grad``, in stored-row order (NaN: no gradient)."""
+        grads = [p.grad for p in self._params]
+        f32 = torch.float32                  # float32 norms whatever the gradients' dtype (bf16 models)
+        if any(g is None for g in grads):    # layers that took no part in this backward pass get NaN
+            row = self._params[0].new_full((len(grads),), math.nan, dtype=f32)
+            present = [i for i, g in enumerate(grads) if g is not None]
+            if present:
+                row[present] = torch.stack(torch._foreach_norm([grads[i] for i in present], 2, dtype=f32))
+            return row
+        if not self._groups or grads[0].device.type != "cpu":
+            return torch.stack(torch._foreach_norm(grads, 2, dtype=f32))
+        start = self._n_rest
+        parts = [torch.stack(torch._foreach_norm(grads[:start], 2, dtype=f32))] if start else []
+        for size, dims in self._groups:
+            parts.append(torch.linalg.vector_norm(torch.stack(grads[start:start + size]), dim=dims, dtype=f32))
+            start += size
+        return torch.cat(parts)
+
+    @staticmethod
+    def _reduce_kept_outputs(activity: list) -> None:
+        """Replace the ReLU outputs the hooks kept, ``(output, version)``, by their per-unit batch sums:
+        one stack and one sum per shape. An output changed in place since its forward pass gives None."""
+        same: dict[tuple, list[int]] = {}
+        for i, a in enumerate(activity):
+            if type(a) is tuple:
+                out, version = a
+                if out._version != version:
+                    activity[i] = None
+                else:
+                    same.setdefault((out.shape, out.dtype, out.device), []).append(i)
+        for idx in same.values():
+            stacked = torch.stack([activity[i][0] for i in idx])           # (G, N, units, positions...)
+            sums = stacked.sum(dim=(1, *range(3, stacked.dim())))          # (G, units)
+            for i, s in zip(idx, sums.unbind(0)):
+                activity[i] = s
 
     def _flush(self) -> None:
         """Copy the pending steps to the host as one ``(S, 2L + R)`` float64 block: norms in layer order, then
@@ -273,7 +336,8 @@ class GradientRecorder:
         - ``"layers"``: the ``L`` layer names; ``"weight"``, ``"bias"``: ``(S, L)`` gradient L2 norms
           (NaN where a layer has no bias or took no part);
         - ``"relu_layers"``: the ``R`` ReLU names; ``"dead_relu"``: ``(S, R)`` dead-unit fractions
-          (NaN if that ReLU saw no training batch since the previous record).
+          (NaN if that ReLU saw no training batch since the previous record, or if its output was
+          changed in place between its forward pass and the record).
         """
         if self._cache is None:
             self._flush()

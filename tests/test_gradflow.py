@@ -47,10 +47,13 @@ def _hand_norms(model):
 
 
 @pytest.mark.parametrize("residual", [False, True])
-def test_recorded_norms_equal_hand_computation(residual):
+@pytest.mark.parametrize("depth", [2, 9])
+def test_recorded_norms_equal_hand_computation(residual, depth):
+    """depth 9: the eight 8x8 hidden weights and the nine biases of width 8 are measured as stacked groups."""
     torch.manual_seed(0)
-    model = MLP(20, 3, width=8, depth=4, residual=residual)
+    model = MLP(20, 3, width=8, depth=depth, residual=residual)
     recorder = GradientRecorder(model)
+    assert [size for size, _ in recorder._groups] == ([8, 9] if depth == 9 else [])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     expected_w, expected_b = [], []
     with recorder:
@@ -101,7 +104,13 @@ def test_layers_without_gradient_are_nan():
     assert np.isnan(w[-1]) and np.isfinite(w[:-1]).all()
 
 
-def test_dead_relu_fraction_equals_hand_computation():
+# The recorder reduces small nn.ReLU outputs in record() (stacked by shape) and other ones in the hook;
+# STACK_NUMEL = 0 sends every output down the second path.
+BOTH_PATHS = pytest.mark.parametrize("stack_numel", [GradientRecorder.STACK_NUMEL, 0], ids=["stacked", "in-hook"])
+
+
+@BOTH_PATHS
+def test_dead_relu_fraction_equals_hand_computation(stack_numel):
     torch.manual_seed(0)
     model = MLP(20, 3, width=10, depth=3)
     with torch.no_grad():
@@ -112,6 +121,7 @@ def test_dead_relu_fraction_equals_hand_computation():
         if isinstance(m, nn.ReLU):
             m.register_forward_hook(lambda mod, i, o, name=name: outputs.__setitem__(name, o.detach().clone()))
     recorder = GradientRecorder(model)
+    recorder.STACK_NUMEL = stack_numel
     x, y = _batch()
     with recorder:
         _step(model, x, y)
@@ -123,12 +133,15 @@ def test_dead_relu_fraction_equals_hand_computation():
     assert dead_fraction(outputs["stem_act"]) == pytest.approx(0.4)
 
 
-def test_dead_channels_in_convnets():
+@BOTH_PATHS
+def test_dead_channels_in_convnets(stack_numel):
     torch.manual_seed(0)
     model = SimpleCNN(width=4)
     with torch.no_grad():
         model.body[0][1].bias[:1] = -1e3       # first BatchNorm's shift kills channel 0 of layer 1
-    recorder = GradientRecorder(model).attach()
+    recorder = GradientRecorder(model)
+    recorder.STACK_NUMEL = stack_numel
+    recorder.attach()
     x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 10, (8,))
     _step(model, x, y)
     recorder.record(0)
@@ -203,16 +216,13 @@ def test_every_records_only_armed_steps_exactly():
     outputs = _relu_outputs(model)
     recorder = GradientRecorder(model, every=3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    reductions = []
-    real = gradflow._unit_activity
     expected_w, expected_b, expected_dead = [], [], []
-    with recorder, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gradflow, "_unit_activity", lambda out, nonneg: reductions.append(1) or real(out, nonneg))
+    with recorder:
         for step in range(11):
-            before = len(reductions)
             x, y = _batch(seed=step)
             _step(model, x, y)
-            assert len(reductions) - before == (len(recorder.relu_names) if step % 3 == 0 else 0), step
+            kept = [a is not None for a in recorder._activity]     # what the hooks kept of this forward pass
+            assert kept == [step % 3 == 0] * len(recorder.relu_names), step
             if step % 3 == 0:
                 _, w, b = _hand_norms(model)
                 expected_w.append(w), expected_b.append(b)
@@ -278,6 +288,25 @@ def test_dead_statistic_of_nonnegative_activations_is_exact():
                                    equal_nan=True)
     assert (gradflow._unit_activity(dense, True) <= 0).nonzero().flatten().tolist() == [0]
     assert (gradflow._unit_activity(conv, True) <= 0).nonzero().flatten().tolist() == [2]
+
+
+def test_an_output_changed_in_place_after_its_forward_pass_is_not_reported():
+    """A kept ReLU output is reduced in record(); if it was changed in place since its forward pass (possible
+    only after backward, as autograd guards it until then), its dead fraction is unknown: NaN, not a wrong number."""
+    torch.manual_seed(0)
+    model = MLP(20, 3, width=10, depth=3)
+    kept = {}
+    with GradientRecorder(model) as recorder:
+        model.stem_act.register_forward_hook(lambda mod, i, o: kept.__setitem__("stem", o))
+        _step(model, *_batch())
+        recorder.record(0)
+        _step(model, *_batch())
+        with torch.no_grad():
+            kept["stem"].fill_(0.0)           # every unit would look dead now
+        recorder.record(1)
+    dead = recorder.history["dead_relu"]
+    assert recorder.relu_names[0] == "stem_act"
+    assert 0 <= dead[0, 0] < 1 and np.isnan(dead[1, 0]) and np.isfinite(dead[:, 1:]).all()
 
 
 def test_other_activations_use_the_maximum():
