@@ -161,7 +161,7 @@ class GradientRecorder:
         self._handles: list[Any] = []
         self._steps: list[int] = []
         self._pending_norms: list[torch.Tensor] = []               # (P,) per recorded step, on the device
-        self._pending_activity: list[list[torch.Tensor | None]] = []  # per recorded step, one entry per ReLU
+        self._pending_activity: list[list[tuple]] = []    # per recorded step: its activity blocks
         self._flush_at, self._sized = self.FLUSH_STEPS, False
         self._host: list[np.ndarray] = []   # (S_block, 2L + R) float64 blocks already on the host
         self._cache: dict[str, Any] | None = None
@@ -227,13 +227,12 @@ class GradientRecorder:
             return False
         self._pending_norms.append(self._norms())
         if activity:
-            self._reduce_kept_outputs(activity)
-            kept = list(activity)
-            self._pending_activity.append(kept)
+            blocks = self._activity_blocks(activity)
+            self._pending_activity.append(blocks)
             activity[:] = [None] * len(activity)   # a later record without a training forward pass gets NaN
-            if not self._sized and any(m is not None for m in kept):
+            if not self._sized and blocks:
                 # at most FLUSH_UNITS per-unit statistics wait on the device (unit counts from this step)
-                units = sum(m.numel() for m in kept if m is not None)
+                units = sum(stat.numel() for _, stat in blocks)
                 self._flush_at = max(len(self._pending_norms), min(self.FLUSH_STEPS, self.FLUSH_UNITS // units))
                 self._sized = True
         self._steps.append(int(step))
@@ -262,22 +261,25 @@ class GradientRecorder:
         return torch.cat(parts)
 
     @staticmethod
-    def _reduce_kept_outputs(activity: list) -> None:
-        """Replace the ReLU outputs the hooks kept, ``(output, version)``, by their per-unit batch sums:
-        one stack and one sum per shape. An output changed in place since its forward pass gives None."""
-        same: dict[tuple, list[int]] = {}
+    def _activity_blocks(activity: list) -> list[tuple[tuple[int, ...], torch.Tensor]]:
+        """This step's per-unit statistics as ``(ReLU indices, statistics)`` blocks: ``((i,), (units,))`` for an
+        output reduced in its hook; ``((i, j, ...), (G, units))`` for kept ``(output, version)`` pairs of one
+        shape, reduced here with one stack and one sum. An output changed in place since its forward pass
+        is left out (its fraction is unknown)."""
+        blocks, same = [], {}
         for i, a in enumerate(activity):
+            if a is None:
+                continue
             if type(a) is tuple:
                 out, version = a
-                if out._version != version:
-                    activity[i] = None
-                else:
-                    same.setdefault((out.shape, out.dtype, out.device), []).append(i)
+                if out._version == version:
+                    same.setdefault((out.shape, out.device), []).append(i)
+            else:
+                blocks.append(((i,), a))
         for idx in same.values():
-            stacked = torch.stack([activity[i][0] for i in idx])           # (G, N, units, positions...)
-            sums = stacked.sum(dim=(1, *range(3, stacked.dim())))          # (G, units)
-            for i, s in zip(idx, sums.unbind(0)):
-                activity[i] = s
+            stacked = torch.stack([activity[i][0] for i in idx])            # (G, N, units, positions...)
+            blocks.append((tuple(idx), stacked.sum(dim=(1, *range(3, stacked.dim())))))
+        return blocks
 
     def _flush(self) -> None:
         """Copy the pending steps to the host as one ``(S, 2L + R)`` float64 block: norms in layer order, then
@@ -292,30 +294,26 @@ class GradientRecorder:
         self._pending_activity.clear()
         self._flush_at, self._sized = self.FLUSH_STEPS, False
 
-    def _dead_fractions(self, rows: list[list[torch.Tensor | None]], n_steps: int) -> np.ndarray:
+    def _dead_fractions(self, rows: list[list[tuple[tuple[int, ...], torch.Tensor]]], n_steps: int) -> np.ndarray:
         """``(S, R)`` fraction of units dead on the batch (statistic <= 0, see :func:`_unit_activity`), per step
-        and ReLU (NaN where a ReLU saw no training batch). A few device operations per ReLU for the whole
-        block, one host copy."""
+        and ReLU (NaN where a ReLU saw no training batch), from the steps' activity blocks. One stack, compare
+        and mean per kind of block for the whole set of steps, one host copy."""
         out = np.full((n_steps, len(self._relus)), np.nan)
-        if not rows:
+        kinds: dict[tuple, tuple[list[int], list[torch.Tensor]]] = {}
+        for step, blocks in enumerate(rows):
+            for idx, stat in blocks:
+                steps, stats = kinds.setdefault((idx, stat.shape), ([], []))
+                steps.append(step)
+                stats.append(stat)
+        if not kinds:
             return out
-        parts, where = [], []
-        for r in range(len(self._relus)):
-            col = [(s, row[r]) for s, row in enumerate(rows) if row[r] is not None]
-            if not col:
-                continue
-            if len({m.shape for _, m in col}) == 1:
-                parts.append((torch.stack([m for _, m in col]) <= 0).float().mean(dim=1))
-            else:   # the unit count changed between steps (e.g. a varying sequence length)
-                parts.append(torch.stack([(m <= 0).float().mean() for _, m in col]))
-            where.append((np.array([s for s, _ in col]), r))
-        if not parts:
-            return out
-        values = torch.cat(parts).cpu().numpy()
+        fractions = [(torch.stack(stats) <= 0).float().mean(dim=-1).flatten() for _, stats in kinds.values()]
+        values = torch.cat(fractions).cpu().numpy()
         start = 0
-        for steps, r in where:
-            out[steps, r] = values[start:start + len(steps)]
-            start += len(steps)
+        for (idx, _), (steps, _) in kinds.items():
+            size = len(steps) * len(idx)
+            out[np.ix_(steps, idx)] = values[start:start + size].reshape(len(steps), len(idx))
+            start += size
         return out
 
     def reset(self) -> None:
