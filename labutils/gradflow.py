@@ -11,9 +11,11 @@ magnitude smaller (or larger) than at its last layers. These tools measure that,
 
 ``recorder.record(step)`` is what a training loop calls after ``loss.backward()`` and before
 ``optimizer.step()`` (``labutils.train.fit`` does so when given ``grad_recorder=``). Recording is
-cheap enough to leave on: all norms of a step come from one fused ``torch._foreach_norm`` call and
-stay on the device; they are copied to the host in blocks, and the per-layer tables are built only
-when the history is read.
+cheap enough to leave on: the norms of a step come from a few device operations however deep the
+model is (one fused ``torch._foreach_norm``; on the CPU also one stacked norm per group of small
+same-shaped parameters) and stay on the device; they are copied to the host in blocks, and the
+per-layer tables are built only when the history is read. ``benchmarks/bench_fit_overhead.py``
+measures what the recorder adds to a training step.
 
 Dead ReLUs: a unit is *dead on a batch* when its ReLU output is zero for every example of the batch
 (for convolutions a unit is a channel: zero at every example and position). The recorder stores,
@@ -359,11 +361,14 @@ class GradientRecorder:
         """
         if not self._steps:
             return {"weight": {}, "bias": {}, "dead_relu": {}}
-        h = self.history
+        self._flush()       # the last row only: no concatenation of the whole history (fit calls this every epoch)
+        row = self._host[-1][-1]
+        n_l = len(self.layer_names)
         out: dict[str, dict[str, float]] = {}
-        for key, names in (("weight", h["layers"]), ("bias", h["layers"]), ("dead_relu", h["relu_layers"])):
-            row = h[key][-1]
-            out[key] = {name: float(v) for name, v in zip(names, row) if np.isfinite(v)}
+        for key, names, values in (("weight", self.layer_names, row[:n_l]),
+                                   ("bias", self.layer_names, row[n_l:2 * n_l]),
+                                   ("dead_relu", self.relu_names, row[2 * n_l:])):
+            out[key] = {name: float(v) for name, v in zip(names, values) if np.isfinite(v)}
         return out
 
     def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:

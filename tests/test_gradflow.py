@@ -257,6 +257,7 @@ def test_history_spanning_many_device_blocks_equals_hand_computation(monkeypatch
             recorder.record(step)
             if step == 2:
                 assert recorder.at(2, "dead_relu") == pytest.approx(dict(zip(recorder.relu_names, expected_dead[2])))
+            assert recorder.latest()["weight"] == pytest.approx(dict(zip(recorder.layer_names, expected_w[-1])))
             opt.step()
         monkeypatch.setattr(recorder, "FLUSH_UNITS", 1 << 22)
         for step in range(7, 16):                            # 9 more steps: blocks of FLUSH_STEPS = 4
@@ -265,6 +266,8 @@ def test_history_spanning_many_device_blocks_equals_hand_computation(monkeypatch
             expected_dead.append([(outputs[n] == 0).all(dim=0).float().mean().item() for n in recorder.relu_names])
             recorder.record(step)
             opt.step()
+            latest = recorder.latest()            # read every few steps, as fit does once per epoch
+            assert latest["dead_relu"] == pytest.approx(dict(zip(recorder.relu_names, expected_dead[-1])))
     h = recorder.history
     assert h["steps"].tolist() == list(range(16))
     np.testing.assert_allclose(h["weight"], np.stack(expected_w), rtol=1e-5)
