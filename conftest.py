@@ -35,7 +35,9 @@ def session_root() -> Path:
 def pytest_configure(config):
     root = session_root()
     os.environ.setdefault("LABS_PROFILE", "quick")
-    os.environ["LABS_RUNS"] = str(root / "runs")
+    # nbval's kernels write here; papermill runs (execute_notebook) use root/"runs". Kept apart because a
+    # lab that finds finished checkpoints in its runs folder loads them instead of training again.
+    os.environ["LABS_RUNS"] = str(root / "nbval-runs")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ["WANDB_DIR"] = str(root / "wandb")
     os.environ.setdefault("WANDB_SILENT", "true")
