@@ -12,6 +12,8 @@ Modules (each readable in one sitting):
 - ``trainer``: mini-batch training loop, evaluation, .npz checkpoints
 - ``cnn``: the lab's conv-pool-conv-pool-FC network; ``conv_checks``: conv checks and timings vs torch
 - ``plots``: filters, feature maps, confusion matrices (imports matplotlib, so loaded on first use)
+- ``mlp``: an MLP builder; ``twolayer``: the hand-derived two-layer net of lab 02; ``toy``: XOR and sin(x)
+  data; ``viz``: decision boundaries, fits, training curves, gradient norms
 
 Submodules not imported here are loaded on first attribute access (``scratch.plots``).
 """
