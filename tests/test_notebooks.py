@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import session_root, notebook_paths
 
+from conftest import notebook_paths, session_root
 from labutils import nbtools
 
 NOTEBOOKS = notebook_paths()
