@@ -31,7 +31,7 @@ test: $(STAMP)
 	LABS_PROFILE=quick WANDB_MODE=offline $(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbval-lax
 
 lint: $(STAMP)
-	$(PY) -m ruff check labutils tests benchmarks
+	$(PY) -m ruff check labutils tests benchmarks conftest.py
 
 # Containers often run as root, which JupyterLab refuses without --allow-root.
 lab: $(STAMP)
