@@ -108,7 +108,8 @@ class GradientRecorder:
 
     FLUSH_STEPS = 256            # recorded steps kept on the device before one copy to the host
     FLUSH_UNITS = 1 << 22        # ... or fewer, so that the per-unit ReLU statistics kept stay below ~16 MB
-    STACK_NUMEL = 1 << 16        # gradients and ReLU outputs up to this size are reduced in stacked groups
+    STACK_NUMEL = 1 << 12        # gradients and ReLU outputs up to this size are reduced in stacked groups
+    #   (about where copying a tensor into a stack costs what one more small operation costs on the CPU)
 
     def __init__(self, model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
                  relu_types: Sequence[type[nn.Module]] = RELU_LAYERS, every: int = 1):

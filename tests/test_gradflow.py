@@ -106,7 +106,7 @@ def test_layers_without_gradient_are_nan():
 
 # The recorder reduces small nn.ReLU outputs in record() (stacked by shape) and other ones in the hook;
 # STACK_NUMEL = 0 sends every output down the second path.
-BOTH_PATHS = pytest.mark.parametrize("stack_numel", [GradientRecorder.STACK_NUMEL, 0], ids=["stacked", "in-hook"])
+BOTH_PATHS = pytest.mark.parametrize("stack_numel", [1 << 16, 0], ids=["stacked", "in-hook"])
 
 
 @BOTH_PATHS
