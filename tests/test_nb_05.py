@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from conftest import session_root
 from labutils.models import ResNet
-from labutils.results import runs_dir
 from labutils.train import load_backbone
 
 STEM = "05_residual_cnn"
@@ -74,7 +74,7 @@ def test_vgg_schedules_and_dropout_studies(metrics):
 
 def test_backbone_checkpoint_exists_reloads_and_beats_chance(metrics):
     backbone = metrics["metrics"]["backbone"]
-    path = runs_dir() / STEM / backbone["file"]
+    path = session_root() / "runs" / STEM / backbone["file"]  # where the papermill run wrote it
     assert path.name == "backbone_resnet.pt" and path.exists()
     meta_file = json.loads(path.with_suffix(".json").read_text())
     assert meta_file["synthetic"] == backbone["synthetic"] and meta_file["dataset"]["base"] == "cifar10"
