@@ -27,11 +27,14 @@ venv: $(STAMP)
 labs: $(STAMP)
 	$(PY) -m labutils run --profile $(PROFILE)
 
-test: $(STAMP)
+test: lint
 	LABS_PROFILE=quick WANDB_MODE=offline $(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbval-lax
 
+LINTED := labutils tests benchmarks notebooks conftest.py
+
 lint: $(STAMP)
-	$(PY) -m ruff check labutils tests benchmarks conftest.py
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 # Containers often run as root, which JupyterLab refuses without --allow-root.
 lab: $(STAMP)

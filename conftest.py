@@ -76,8 +76,15 @@ def execute_notebook(stem: str, parameters: dict | None = None) -> Path:
     saved = os.environ.get("LABS_RUNS")
     os.environ["LABS_RUNS"] = str(out_dir.parent)  # the kernel inherits it, whatever a test changed
     try:
-        pm.execute_notebook(str(source), str(output), parameters={"PROFILE": "quick", **(parameters or {})},
-                            cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False, log_output=False)
+        pm.execute_notebook(
+            str(source),
+            str(output),
+            parameters={"PROFILE": "quick", **(parameters or {})},
+            cwd=str(NOTEBOOKS),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
     finally:
         os.environ["LABS_RUNS"] = saved if saved is not None else str(out_dir.parent)
     return output

@@ -136,8 +136,9 @@ def time_bare(kind: str, epochs: int, device) -> Clock:
     return clock
 
 
-def time_fit(kind: str, epochs: int, device, *, recorder: bool, wandb: bool, bar: bool, wandb_dir: str,
-             record_every: int = 1) -> tuple[Clock, float]:
+def time_fit(
+    kind: str, epochs: int, device, *, recorder: bool, wandb: bool, bar: bool, wandb_dir: str, record_every: int = 1
+) -> tuple[Clock, float]:
     """Time inside fit, and seconds to start + finish the tracker (outside the timed region)."""
     seed_everything(0)
     model = make_model(kind).to(device)
@@ -148,8 +149,20 @@ def time_fit(kind: str, epochs: int, device, *, recorder: bool, wandb: bool, bar
     rec = GradientRecorder(model, every=record_every).attach() if recorder else None
     gc.collect()
     with Clock(device) as clock:
-        fit(model, train, val, epochs=epochs, optimizer="sgd", lr=0.05, momentum=0.9, grad_recorder=rec,
-            tracker=tracker, device=device, progress=bar, amp=False)
+        fit(
+            model,
+            train,
+            val,
+            epochs=epochs,
+            optimizer="sgd",
+            lr=0.05,
+            momentum=0.9,
+            grad_recorder=rec,
+            tracker=tracker,
+            device=device,
+            progress=bar,
+            amp=False,
+        )
     t1 = time.perf_counter()
     if tracker is not None:
         tracker.finish()
@@ -175,15 +188,23 @@ def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
         flags = CONFIGS[key][1]
         if flags is None:
             return time_bare(kind, args.epochs, device), 0.0
-        return time_fit(kind, args.epochs, device, recorder=flags[0], wandb=flags[1], bar=flags[2],
-                        wandb_dir=wandb_dir, record_every=args.record_every)
+        return time_fit(
+            kind,
+            args.epochs,
+            device,
+            recorder=flags[0],
+            wandb=flags[1],
+            bar=flags[2],
+            wandb_dir=wandb_dir,
+            record_every=args.record_every,
+        )
 
-    for key in configs:                     # warm-up: allocator, kernels, imports, wandb's service
+    for key in configs:  # warm-up: allocator, kernels, imports, wandb's service
         run(key)
     clocks: dict[str, list[Clock]] = {key: [] for key in configs}
     tracker_s = []
-    for r in range(args.repeats):           # rotated order, so drifting machine load hits all alike
-        for key in configs[r % len(configs):] + configs[:r % len(configs)]:
+    for r in range(args.repeats):  # rotated order, so drifting machine load hits all alike
+        for key in configs[r % len(configs) :] + configs[: r % len(configs)]:
             clock, s = run(key)
             clocks[key].append(clock)
             if key == "fit_recorder_wandb":
@@ -191,12 +212,21 @@ def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
 
     shape, n_train, _, batch, what = WORKLOADS[kind]
     steps = args.epochs * -(-n_train // batch)
-    row = {"workload": what, "steps": steps, "repeats": args.repeats, "epochs": args.epochs,
-           "record_every": args.record_every, "device": str(device), "threads": args.threads,
-           "tracker_start_finish_s": statistics.median(tracker_s)}
-    print(f"\n{kind}: {what}; {steps} steps ({args.epochs} epoch(s)) of batch {batch}, input {shape}, "
-          f"device {device}, {args.threads} thread(s), recorder every {args.record_every} step(s), "
-          f"medians of {args.repeats} repeats")
+    row = {
+        "workload": what,
+        "steps": steps,
+        "repeats": args.repeats,
+        "epochs": args.epochs,
+        "record_every": args.record_every,
+        "device": str(device),
+        "threads": args.threads,
+        "tracker_start_finish_s": statistics.median(tracker_s),
+    }
+    print(
+        f"\n{kind}: {what}; {steps} steps ({args.epochs} epoch(s)) of batch {batch}, input {shape}, "
+        f"device {device}, {args.threads} thread(s), recorder every {args.record_every} step(s), "
+        f"medians of {args.repeats} repeats"
+    )
     print(f"  {'':32s} {'wall s':>8s} {'ratio':>6s}   {'CPU s':>8s} {'ratio':>6s}   per-repeat CPU ratio, quartiles")
     bare_cpu = [c.cpu for c in clocks["bare"]]
     for key in configs:
@@ -210,16 +240,20 @@ def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
             q1, q2, q3 = _quartiles([c.cpu / b for c, b in zip(clocks[key], bare_cpu)])
             row[f"{key}_cpu_ratio_quartiles"] = [q1, q2, q3]
             spread = f"{q1:.3f} {q2:.3f} {q3:.3f}"
-        print(f"  {CONFIGS[key][0]:32s} {wall:8.3f} {wall / row['bare_wall_s']:6.3f}   "
-              f"{cpu:8.3f} {cpu / row['bare_cpu_s']:6.3f}   {spread}")
+        print(
+            f"  {CONFIGS[key][0]:32s} {wall:8.3f} {wall / row['bare_wall_s']:6.3f}   "
+            f"{cpu:8.3f} {cpu / row['bare_cpu_s']:6.3f}   {spread}"
+        )
     for unit in ("wall", "cpu"):
         row[f"overhead_{unit}"] = row[f"fit_recorder_wandb_{unit}_s"] / row[f"bare_{unit}_s"] - 1
     row["target_met"] = row["overhead_cpu"] <= TARGET
     per_step = 1e6 * (row["fit_recorder_wandb_cpu_s"] - row["bare_cpu_s"]) / steps
-    print(f"  overhead of fit + recorder + wandb + bars: {100 * row['overhead_cpu']:+.1f} % CPU "
-          f"({per_step:+.0f} µs per step on {1e3 * row['bare_cpu_s'] / steps:.2f} ms), "
-          f"{100 * row['overhead_wall']:+.1f} % wall  ->  target <= +{100 * TARGET:.0f} % CPU "
-          f"{'MET' if row['target_met'] else 'NOT MET'}")
+    print(
+        f"  overhead of fit + recorder + wandb + bars: {100 * row['overhead_cpu']:+.1f} % CPU "
+        f"({per_step:+.0f} µs per step on {1e3 * row['bare_cpu_s'] / steps:.2f} ms), "
+        f"{100 * row['overhead_wall']:+.1f} % wall  ->  target <= +{100 * TARGET:.0f} % CPU "
+        f"{'MET' if row['target_met'] else 'NOT MET'}"
+    )
     print(f"  wandb run start + finish (not in the ratio): {row['tracker_start_finish_s']:.2f} s")
     return row
 
@@ -232,8 +266,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the course machine shares 2 cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--record-every", type=int, default=1, help="GradientRecorder stride in steps")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time fit with only the recorder, only wandb, only the progress bars")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time fit with only the recorder, only wandb, only the progress bars",
+    )
     parser.add_argument("--json", type=Path, help="also write the results (and every repeat's times) here")
     args = parser.parse_args(argv)
     if args.repeats < 2:
@@ -245,8 +282,10 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as wandb_dir:
         for kind in WORKLOADS if args.model == "all" else [args.model]:
             results[kind] = bench_workload(kind, args, device, wandb_dir)
-    print(f"\nTarget: fit with the recorder (every {args.record_every} step(s)) + offline wandb + progress bars "
-          f"within +{100 * TARGET:.0f} % CPU time of the bare loop (median of {args.repeats} repeats):")
+    print(
+        f"\nTarget: fit with the recorder (every {args.record_every} step(s)) + offline wandb + progress bars "
+        f"within +{100 * TARGET:.0f} % CPU time of the bare loop (median of {args.repeats} repeats):"
+    )
     for kind, row in results.items():
         print(f"  {kind:9s} {100 * row['overhead_cpu']:+6.1f} %  {'met' if row['target_met'] else 'NOT met'}")
     if args.json:

@@ -1,9 +1,9 @@
 """``python -m labutils`` — run the labs, fetch data, keep notebooks clean.
 
-    python -m labutils run [NOTEBOOK ...] [--profile quick|full] [-p NAME VALUE ...]
-    python -m labutils data [NAME ...]
-    python -m labutils strip [--check] [NOTEBOOK ...]
-    python -m labutils record NOTEBOOK ...     (refresh the expected output of nbval-checked cells)
+python -m labutils run [NOTEBOOK ...] [--profile quick|full] [-p NAME VALUE ...]
+python -m labutils data [NAME ...]
+python -m labutils strip [--check] [NOTEBOOK ...]
+python -m labutils record NOTEBOOK ...     (refresh the expected output of nbval-checked cells)
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"Report: {runs / 'REPORT.md'}")
     failed = [r.stem for r in results if not r.ok]
     if failed:
-        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}. The executed copies under {runs}/ "
-              "show the failing cell.", file=sys.stderr)
+        print(
+            f"{len(failed)} notebook(s) failed: {', '.join(failed)}. The executed copies under {runs}/ "
+            "show the failing cell.",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
@@ -80,8 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="execute notebooks with papermill into runs/ and write runs/REPORT.md")
     run.add_argument("notebooks", nargs="*", help="notebook stems or numbers (default: all)")
     run.add_argument("--profile", default="quick", choices=["quick", "full"])
-    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="override a notebook parameter (a Python literal or a string)")
+    run.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="override a notebook parameter (a Python literal or a string)",
+    )
     run.add_argument("--runs", help="output folder (default: runs/ or $LABS_RUNS)")
     run.set_defaults(func=_cmd_run)
     data = sub.add_parser("data", help="fetch datasets into data/ (or $LABS_DATA) and report what is missing")
@@ -91,8 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     strip.add_argument("notebooks", nargs="*")
     strip.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook needs stripping")
     strip.set_defaults(func=_cmd_strip)
-    record = sub.add_parser("record", help="run notebooks (quick profile) and store the output of their "
-                            "'# NBVAL_CHECK_OUTPUT' cells as the expected output")
+    record = sub.add_parser(
+        "record",
+        help="run notebooks (quick profile) and store the output of their "
+        "'# NBVAL_CHECK_OUTPUT' cells as the expected output",
+    )
     record.add_argument("notebooks", nargs="+")
     record.set_defaults(func=_cmd_record)
     return parser

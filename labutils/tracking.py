@@ -49,9 +49,16 @@ class Tracker:
     >>> tracker.finish()
     """
 
-    def __init__(self, project: str = "deep-learning-labs", name: str | None = None,
-                 config: dict[str, Any] | None = None, group: str | None = None,
-                 tags: list[str] | None = None, mode: str | None = None, dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        project: str = "deep-learning-labs",
+        name: str | None = None,
+        config: dict[str, Any] | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        mode: str | None = None,
+        dir: str | os.PathLike | None = None,
+    ):
         self.mode = mode or resolve_mode()
         self.run = None
         if self.mode == "disabled":
@@ -66,9 +73,17 @@ class Tracker:
         wandb_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
-            self.run = wandb.init(project=project, name=name, config=config or {}, group=group, tags=tags,
-                                  mode=self.mode, dir=str(wandb_dir), reinit="finish_previous",
-                                  settings=wandb.Settings(console="off", silent=True))
+            self.run = wandb.init(
+                project=project,
+                name=name,
+                config=config or {},
+                group=group,
+                tags=tags,
+                mode=self.mode,
+                dir=str(wandb_dir),
+                reinit="finish_previous",
+                settings=wandb.Settings(console="off", silent=True),
+            )
         except Exception as exc:  # tracking must never take a lab down with it
             warnings.warn(f"wandb could not start ({exc}); tracking is off for this run.", stacklevel=2)
             self.mode, self.run = "disabled", None

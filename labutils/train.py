@@ -44,8 +44,8 @@ from torch import nn
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "step", "cosine", "onecycle")
-SYNC_EVERY = 50            # steps between device -> host reads of the running loss/accuracy
-POSTFIX_EVERY_S = 0.5      # least seconds between progress-bar loss/accuracy updates
+SYNC_EVERY = 50  # steps between device -> host reads of the running loss/accuracy
+POSTFIX_EVERY_S = 0.5  # least seconds between progress-bar loss/accuracy updates
 CHECKPOINT_FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
 
@@ -81,8 +81,8 @@ class History:
     best_val_acc: float | None = None
     stopped_early: bool = False
     interrupted: bool = False
-    resumed_from: int | None = None      # epochs already done in the checkpoint this run resumed from
-    checkpoint: str | None = None        # path of the best checkpoint, if one was written
+    resumed_from: int | None = None  # epochs already done in the checkpoint this run resumed from
+    checkpoint: str | None = None  # path of the best checkpoint, if one was written
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -92,26 +92,39 @@ class History:
 
     def __getitem__(self, key: int | str):
         if isinstance(key, str):
-            if key in ("train_error", "val_error"):    # error = 1 - accuracy, as in He et al.'s plots
+            if key in ("train_error", "val_error"):  # error = 1 - accuracy, as in He et al.'s plots
                 return [1.0 - a for a in self[key.replace("_error", "_acc")]]
             if self.rows and key not in self.rows[0]:
-                raise KeyError(f"History has no column {key!r}; columns are {', '.join(self.rows[0])} "
-                               "(and train_error, val_error).")
+                raise KeyError(
+                    f"History has no column {key!r}; columns are {', '.join(self.rows[0])} "
+                    "(and train_error, val_error)."
+                )
             return [row[key] for row in self.rows]
         return self.rows[key]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain, JSON-able form (what checkpoints and metrics.json store)."""
-        return {"epochs": [dict(r) for r in self.rows], "best_epoch": self.best_epoch,
-                "best_val_acc": self.best_val_acc, "stopped_early": self.stopped_early,
-                "interrupted": self.interrupted, "resumed_from": self.resumed_from, "checkpoint": self.checkpoint}
+        return {
+            "epochs": [dict(r) for r in self.rows],
+            "best_epoch": self.best_epoch,
+            "best_val_acc": self.best_val_acc,
+            "stopped_early": self.stopped_early,
+            "interrupted": self.interrupted,
+            "resumed_from": self.resumed_from,
+            "checkpoint": self.checkpoint,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> History:
-        return cls(rows=[dict(r) for r in d["epochs"]], best_epoch=d.get("best_epoch"),
-                   best_val_acc=d.get("best_val_acc"), stopped_early=bool(d.get("stopped_early")),
-                   interrupted=bool(d.get("interrupted")), resumed_from=d.get("resumed_from"),
-                   checkpoint=d.get("checkpoint"))
+        return cls(
+            rows=[dict(r) for r in d["epochs"]],
+            best_epoch=d.get("best_epoch"),
+            best_val_acc=d.get("best_val_acc"),
+            stopped_early=bool(d.get("stopped_early")),
+            interrupted=bool(d.get("interrupted")),
+            resumed_from=d.get("resumed_from"),
+            checkpoint=d.get("checkpoint"),
+        )
 
 
 @dataclass
@@ -148,21 +161,30 @@ class Evaluation:
 # --------------------------------------------------------------------------------------------
 # Optimizers and schedulers by name
 # --------------------------------------------------------------------------------------------
-def build_optimizer(model: nn.Module, name: str | torch.optim.Optimizer = "adam", *, lr: float = 1e-3,
-                    weight_decay: float = 0.0, momentum: float = 0.9, nesterov: bool = False
-                    ) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    name: str | torch.optim.Optimizer = "adam",
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
     """An optimizer over the model's trainable parameters, by name: ``adam``, ``adamw`` or ``sgd``.
 
     A ready ``torch.optim.Optimizer`` (e.g. with parameter groups for fine-tuning) is returned as is.
     """
     if isinstance(name, torch.optim.Optimizer):
         if (lr, weight_decay, momentum, nesterov) != (1e-3, 0.0, 0.9, False):
-            raise ValueError(f"lr/weight_decay/momentum/nesterov were given together with a ready "
-                             f"{type(name).__name__}: set them on that optimizer (or pass its name instead).")
+            raise ValueError(
+                f"lr/weight_decay/momentum/nesterov were given together with a ready "
+                f"{type(name).__name__}: set them on that optimizer (or pass its name instead)."
+            )
         return name
     if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)} "
-                         "(or pass a torch.optim.Optimizer).")
+        raise ValueError(
+            f"Unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)} (or pass a torch.optim.Optimizer)."
+        )
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"Learning rate lr={lr!r} must be a positive number.")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -177,8 +199,9 @@ def build_optimizer(model: nn.Module, name: str | torch.optim.Optimizer = "adam"
     return cls(params, lr=lr, weight_decay=weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str | None, *, epochs: int,
-                    steps_per_epoch: int | None = None, **kwargs):
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, name: str | None, *, epochs: int, steps_per_epoch: int | None = None, **kwargs
+):
     """A learning-rate scheduler by name, or None.
 
     - ``plateau``: ReduceLROnPlateau on validation accuracy (mode "max"), factor 0.5, patience 2.
@@ -201,14 +224,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str | None, *, epoch
         if "step_size" in kwargs:
             cls, args = sched.StepLR, {"gamma": 0.1}
         else:
-            cls, args = sched.MultiStepLR, {"milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)}),
-                                            "gamma": 0.1}
+            cls, args = (
+                sched.MultiStepLR,
+                {"milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)}), "gamma": 0.1},
+            )
     elif name == "cosine":
         cls, args = sched.CosineAnnealingLR, {"T_max": epochs}
     else:
         if not steps_per_epoch:
-            raise ValueError("scheduler='onecycle' needs the number of batches per epoch: give a train loader "
-                             "with a length or set max_steps_per_epoch.")
+            raise ValueError(
+                "scheduler='onecycle' needs the number of batches per epoch: give a train loader "
+                "with a length or set max_steps_per_epoch."
+            )
         cls = sched.OneCycleLR
         args = {"max_lr": [g["lr"] for g in optimizer.param_groups], "total_steps": epochs * steps_per_epoch}
     args.update(kwargs)
@@ -263,14 +290,22 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *, 
     return ckpt
 
 
-def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "the checkpoint",
-                       saved_class: str | None = None) -> None:
+def load_state_checked(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str = "the checkpoint",
+    saved_class: str | None = None,
+) -> None:
     """``model.load_state_dict(state)`` with one clear error when the architectures differ."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [
+        (k, tuple(state[k].shape), tuple(v.shape))
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -284,15 +319,19 @@ def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], *, s
         raise CheckpointMismatchError(
             f"{source}{origin} does not match this {type(model).__name__}: {'; '.join(parts)}. It was saved from "
             "a different architecture, depth or width; build the same model, or start afresh (resume=False or a "
-            "new checkpoint_dir).")
+            "new checkpoint_dir)."
+        )
     model.load_state_dict(state)
 
 
 def _loader_generators(loader) -> list[torch.Generator]:
     """The torch.Generators a DataLoader draws its shuffling and worker seeds from (deduplicated)."""
     found: list[torch.Generator] = []
-    for obj in (loader, getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None),
-                                                                  "sampler", None)):
+    for obj in (
+        loader,
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
         gen = getattr(obj, "generator", None)
         if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
             found.append(gen)
@@ -314,8 +353,15 @@ def _set_rng_state(state: Mapping[str, Any], loader) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name,  # noqa: NPY002
-                          keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    np.random.set_state(
+        (
+            name,  # noqa: NPY002
+            keys.numpy().astype(np.uint32),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        )
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -345,8 +391,16 @@ def save_backbone(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, 
     meta = to_jsonable(dict(meta))
     meta.setdefault("model_class", type(model).__name__)
     meta.setdefault("num_parameters", sum(p.numel() for p in model.parameters()))
-    path = atomic_save({"format": "labutils-backbone", "version": CHECKPOINT_FORMAT,
-                        "model_class": type(model).__name__, "model": _cpu_state(model), "meta": meta}, path)
+    path = atomic_save(
+        {
+            "format": "labutils-backbone",
+            "version": CHECKPOINT_FORMAT,
+            "model_class": type(model).__name__,
+            "model": _cpu_state(model),
+            "meta": meta,
+        },
+        path,
+    )
     side = path.with_suffix(".json")
     tmp = side.with_name(side.name + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
@@ -354,8 +408,9 @@ def save_backbone(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, 
     return path
 
 
-def load_backbone(path: str | os.PathLike, model_factory: Callable[..., nn.Module] | nn.Module,
-                  *, map_location="cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_backbone(
+    path: str | os.PathLike, model_factory: Callable[..., nn.Module] | nn.Module, *, map_location="cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a network saved by :func:`save_backbone`; returns ``(model, meta)``.
 
     ``model_factory`` is a model class or function, called with ``meta["model_kwargs"]``
@@ -435,8 +490,9 @@ def _eval_pass(model, loader, *, loss_fn, device, amp, mover, full: bool):
     return loss / n, acc, (ck / n if num_classes is not None else math.nan), num_classes, preds, targets
 
 
-def evaluate(model: nn.Module, loader: Iterable, device=None, *, loss_fn: Callable | None = None,
-             amp: bool | None = None) -> Evaluation:
+def evaluate(
+    model: nn.Module, loader: Iterable, device=None, *, loss_fn: Callable | None = None, amp: bool | None = None
+) -> Evaluation:
     """Loss, top-1, top-5, confusion matrix and predictions of a classifier on a loader of (x, y) batches.
 
     ``loss_fn`` (default cross-entropy) must return the batch mean. The model's train/eval mode is restored.
@@ -447,8 +503,9 @@ def evaluate(model: nn.Module, loader: Iterable, device=None, *, loss_fn: Callab
     model.to(device)
     amp = device.type == "cuda" if amp is None else bool(amp)
     mover = _Mover(device, channels_last=device.type == "cuda" and _has_conv(model))
-    loss, top1, top5, k, preds, targets = _eval_pass(model, loader, loss_fn=loss_fn or nn.CrossEntropyLoss(),
-                                                     device=device, amp=amp, mover=mover, full=True)
+    loss, top1, top5, k, preds, targets = _eval_pass(
+        model, loader, loss_fn=loss_fn or nn.CrossEntropyLoss(), device=device, amp=amp, mover=mover, full=True
+    )
     if k is None:
         raise ValueError("evaluate() needs class scores of shape (N, K) and integer labels of shape (N,).")
     preds_np = torch.cat(preds).numpy().astype(np.int64)
@@ -483,13 +540,30 @@ def _artifact_name(checkpoint_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{checkpoint_dir.name or 'run'}-best").strip("-")
 
 
-def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, epochs: int,
-        optimizer: str | torch.optim.Optimizer = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-        momentum: float = 0.9, nesterov: bool = False, scheduler: str | None = None,
-        scheduler_kwargs: Mapping[str, Any] | None = None, patience: int | None = None,
-        checkpoint_dir: str | os.PathLike | None = None, resume: bool = True, grad_recorder=None,
-        tracker=None, device=None, loss_fn: Callable | None = None, progress: bool = True,
-        max_steps_per_epoch: int | None = None, amp: bool | None = None) -> History:
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    *,
+    epochs: int,
+    optimizer: str | torch.optim.Optimizer = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    scheduler: str | None = None,
+    scheduler_kwargs: Mapping[str, Any] | None = None,
+    patience: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    grad_recorder=None,
+    tracker=None,
+    device=None,
+    loss_fn: Callable | None = None,
+    progress: bool = True,
+    max_steps_per_epoch: int | None = None,
+    amp: bool | None = None,
+) -> History:
     """Train a classifier for ``epochs`` epochs on ``(x, y)`` batches and validate after each epoch.
 
     - ``optimizer``: ``"adam"``, ``"adamw"``, ``"sgd"`` (with ``momentum``, ``nesterov``), or a ready
@@ -532,8 +606,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, epoch
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     steps_per_epoch = _steps_per_epoch(train_loader, max_steps_per_epoch)
     opt = build_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
-    sched = build_scheduler(opt, scheduler, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                            **dict(scheduler_kwargs or {}))
+    sched = build_scheduler(
+        opt, scheduler, epochs=epochs, steps_per_epoch=steps_per_epoch, **dict(scheduler_kwargs or {})
+    )
     opt_name = type(opt).__name__
 
     history = History()
@@ -541,7 +616,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, epoch
     bad_epochs, global_step = 0, 0
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt_dir is not None and resume and (ckpt_dir / LAST).exists():
-        ckpt = load_checkpoint(ckpt_dir / LAST, model)   # on CPU: RNG states must stay CPU tensors
+        ckpt = load_checkpoint(ckpt_dir / LAST, model)  # on CPU: RNG states must stay CPU tensors
         _check_resumable(ckpt, ckpt_dir / LAST, opt_name, _scheduler_name(sched), epochs)
         opt.load_state_dict(ckpt["optimizer"])
         if sched is not None:
@@ -559,62 +634,113 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, epoch
     from tqdm.auto import tqdm
 
     per_batch = _is_per_batch(sched)
-    epoch_bar = tqdm(total=epochs, initial=len(history), desc="epochs", unit="ep", disable=not progress,
-                     dynamic_ncols=True)
+    epoch_bar = tqdm(
+        total=epochs, initial=len(history), desc="epochs", unit="ep", disable=not progress, dynamic_ncols=True
+    )
     try:
         for epoch in range(len(history) + 1, epochs + 1):
             if patience is not None and bad_epochs >= patience:
-                history.stopped_early = True      # already stopped before the checkpoint was written
+                history.stopped_early = True  # already stopped before the checkpoint was written
                 break
             lr_now = opt.param_groups[0]["lr"]
             t0 = time.perf_counter()
             train_loss, train_acc, global_step = _train_epoch(
-                model, train_loader, opt, sched if per_batch else None, loss_fn=loss_fn, device=device, amp=amp,
-                mover=mover, epoch=epoch, global_step=global_step, steps=steps_per_epoch, recorder=grad_recorder,
-                tracker=tracker, progress=progress, history=history, best_state=best_state)
-            val_loss, val_acc, *_ = _eval_pass(model, val_loader, loss_fn=loss_fn, device=device, amp=amp,
-                                               mover=mover, full=False)
-            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": lr_now, "time_s": time.perf_counter() - t0}
+                model,
+                train_loader,
+                opt,
+                sched if per_batch else None,
+                loss_fn=loss_fn,
+                device=device,
+                amp=amp,
+                mover=mover,
+                epoch=epoch,
+                global_step=global_step,
+                steps=steps_per_epoch,
+                recorder=grad_recorder,
+                tracker=tracker,
+                progress=progress,
+                history=history,
+                best_state=best_state,
+            )
+            val_loss, val_acc, *_ = _eval_pass(
+                model, val_loader, loss_fn=loss_fn, device=device, amp=amp, mover=mover, full=False
+            )
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lr_now,
+                "time_s": time.perf_counter() - t0,
+            }
             history.rows.append(row)
             if history.best_val_acc is None or val_acc > history.best_val_acc:
                 history.best_epoch, history.best_val_acc, bad_epochs = epoch, val_acc, 0
                 best_state = _cpu_state(model)
                 if ckpt_dir is not None:
-                    history.checkpoint = str(atomic_save(
-                        {"format": CHECKPOINT_FORMAT, "model_class": type(model).__name__, "model": best_state,
-                         "epoch": epoch, "val_acc": val_acc}, ckpt_dir / BEST))
+                    history.checkpoint = str(
+                        atomic_save(
+                            {
+                                "format": CHECKPOINT_FORMAT,
+                                "model_class": type(model).__name__,
+                                "model": best_state,
+                                "epoch": epoch,
+                                "val_acc": val_acc,
+                            },
+                            ckpt_dir / BEST,
+                        )
+                    )
             else:
                 bad_epochs += 1
             if sched is not None and not per_batch:
                 sched.step(val_acc) if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) else sched.step()
             if ckpt_dir is not None:
-                atomic_save({"format": CHECKPOINT_FORMAT, "model_class": type(model).__name__,
-                             "model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict() if sched is not None else None,
-                             "optimizer_name": opt_name, "scheduler_name": _scheduler_name(sched),
-                             "epochs": epochs, "epoch": epoch, "global_step": global_step, "bad_epochs": bad_epochs,
-                             "best_model": None if history.best_epoch == epoch else best_state,
-                             "history": history.as_dict(), "rng": _rng_state(train_loader)}, ckpt_dir / LAST)
+                atomic_save(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "model_class": type(model).__name__,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict() if sched is not None else None,
+                        "optimizer_name": opt_name,
+                        "scheduler_name": _scheduler_name(sched),
+                        "epochs": epochs,
+                        "epoch": epoch,
+                        "global_step": global_step,
+                        "bad_epochs": bad_epochs,
+                        "best_model": None if history.best_epoch == epoch else best_state,
+                        "history": history.as_dict(),
+                        "rng": _rng_state(train_loader),
+                    },
+                    ckpt_dir / LAST,
+                )
             if tracker is not None:
                 _log_epoch(tracker, row, grad_recorder, global_step)
             epoch_bar.update(1)
-            epoch_bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", val_acc=f"{val_acc:.3f}",
-                                  lr=f"{lr_now:.2g}")
+            epoch_bar.set_postfix(
+                loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", val_acc=f"{val_acc:.3f}", lr=f"{lr_now:.2g}"
+            )
             if patience is not None and bad_epochs >= patience:
                 history.stopped_early = True
                 break
     except KeyboardInterrupt:
         history.interrupted = True
-        print(f"Interrupted after {len(history)} complete epoch(s); "
-              + ("the best weights are back in the model." if best_state is not None else "no epoch finished."))
+        print(
+            f"Interrupted after {len(history)} complete epoch(s); "
+            + ("the best weights are back in the model." if best_state is not None else "no epoch finished.")
+        )
     finally:
         epoch_bar.close()
     if best_state is not None and (history.stopped_early or history.interrupted):
         model.load_state_dict(best_state)
     if tracker is not None:
-        tracker.summary(best_val_acc=history.best_val_acc, best_epoch=history.best_epoch,
-                        stopped_early=history.stopped_early, interrupted=history.interrupted)
+        tracker.summary(
+            best_val_acc=history.best_val_acc,
+            best_epoch=history.best_epoch,
+            stopped_early=history.stopped_early,
+            interrupted=history.interrupted,
+        )
         if history.checkpoint is not None and Path(history.checkpoint).exists():
             tracker.log_artifact(history.checkpoint, name=_artifact_name(ckpt_dir), type="model")
     return history
@@ -627,15 +753,34 @@ def _check_resumable(ckpt: Mapping[str, Any], path: Path, opt_name: str, sched_n
         raise CheckpointMismatchError(
             f"{path} was written by a run with optimizer {ckpt['optimizer_name']} and scheduler "
             f"{ckpt['scheduler_name']}, but this run uses {opt_name} and {sched_name}; use the same set-up "
-            "to resume, or start afresh (resume=False or a new checkpoint_dir).")
+            "to resume, or start afresh (resume=False or a new checkpoint_dir)."
+        )
     if sched_name in ("CosineAnnealingLR", "OneCycleLR") and ckpt["epochs"] != epochs:
         raise CheckpointMismatchError(
             f"{path} was written by a run planned for {ckpt['epochs']} epochs with the {sched_name} schedule, "
-            f"whose shape depends on that number; resume with epochs={ckpt['epochs']} or start afresh.")
+            f"whose shape depends on that number; resume with epochs={ckpt['epochs']} or start afresh."
+        )
 
 
-def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover, epoch, global_step, steps,
-                 recorder, tracker, progress, history, best_state):
+def _train_epoch(
+    model,
+    loader,
+    opt,
+    batch_sched,
+    *,
+    loss_fn,
+    device,
+    amp,
+    mover,
+    epoch,
+    global_step,
+    steps,
+    recorder,
+    tracker,
+    progress,
+    history,
+    best_state,
+):
     """Train one epoch; returns (mean train loss, train accuracy, global step)."""
     from tqdm.auto import tqdm
 
@@ -644,7 +789,7 @@ def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover
     corrects: list[torch.Tensor] = []
     sizes: list[int] = []
     loss_sum, correct, seen, first_step = 0.0, 0.0, 0, 1
-    shown = -math.inf          # when the progress bar's loss/accuracy were last updated (perf_counter)
+    shown = -math.inf  # when the progress bar's loss/accuracy were last updated (perf_counter)
     counts_acc = None
     batches = loader if steps is None else itertools.islice(loader, steps)
     bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
@@ -654,7 +799,7 @@ def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover
         if not losses:
             return
         values = torch.cat([torch.stack(losses).float(), torch.stack(corrects).float()]).cpu()
-        batch_losses, batch_correct = values[:len(losses)], values[len(losses):]
+        batch_losses, batch_correct = values[: len(losses)], values[len(losses) :]
         bad = (~torch.isfinite(batch_losses)).nonzero()
         if len(bad):
             i = int(bad[0])
@@ -666,7 +811,12 @@ def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover
             raise NonFiniteLossError(
                 f"The training loss became {float(batch_losses[i])} at epoch {epoch}, step {where_step} "
                 f"(global step {gstep}); training stopped. Try a lower learning rate, check the data for NaN/inf, "
-                f"or add normalisation.{kept}", epoch=epoch, step=where_step, global_step=gstep, history=history)
+                f"or add normalisation.{kept}",
+                epoch=epoch,
+                step=where_step,
+                global_step=gstep,
+                history=history,
+            )
         loss_sum += float((batch_losses * torch.tensor(sizes, dtype=torch.float32)).sum())
         correct += float(batch_correct.sum())
         seen += sum(sizes)
@@ -675,8 +825,9 @@ def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover
         if progress and time.perf_counter() - shown >= POSTFIX_EVERY_S:
             # no forced redraw: the bar shows the new numbers at its own next refresh
             shown = time.perf_counter()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if counts_acc else "n/a",
-                            refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if counts_acc else "n/a", refresh=False
+            )
         if tracker is not None:
             tracker.log({"train/loss_running": loss_sum / seen}, step=global_step)
 
@@ -711,10 +862,17 @@ def _train_epoch(model, loader, opt, batch_sched, *, loss_fn, device, amp, mover
 
 
 def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) -> None:
-    metrics = {"epoch": row["epoch"], "train/loss": row["train_loss"], "train/acc": row["train_acc"],
-               "val/loss": row["val_loss"], "val/acc": row["val_acc"], "lr": row["lr"], "epoch_time_s": row["time_s"]}
+    metrics = {
+        "epoch": row["epoch"],
+        "train/loss": row["train_loss"],
+        "train/acc": row["train_acc"],
+        "val/loss": row["val_loss"],
+        "val/acc": row["val_acc"],
+        "lr": row["lr"],
+        "epoch_time_s": row["time_s"],
+    }
     latest = getattr(recorder, "latest", None)
-    if callable(latest):   # GradientRecorder: {"weight": {layer: norm}, "bias": {...}, "dead_relu": {...}}
+    if callable(latest):  # GradientRecorder: {"weight": {layer: norm}, "bias": {...}, "dead_relu": {...}}
         _flat_numbers("gradflow", latest(), metrics)
     tracker.log(metrics, step=global_step)
 
@@ -722,8 +880,13 @@ def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) ->
 # --------------------------------------------------------------------------------------------
 # Plots
 # --------------------------------------------------------------------------------------------
-def plot_histories(histories: Mapping[str, History], metrics: Iterable[str] = ("train_loss", "val_acc"),
-                   *, title: str | None = None, logy: Iterable[str] = ()):
+def plot_histories(
+    histories: Mapping[str, History],
+    metrics: Iterable[str] = ("train_loss", "val_acc"),
+    *,
+    title: str | None = None,
+    logy: Iterable[str] = (),
+):
     """Curves of several runs side by side, one panel per metric (x = epoch).
 
     Returns ``(fig, data)`` with ``data[metric][label]`` = the list of values drawn.
@@ -752,6 +915,21 @@ def plot_histories(histories: Mapping[str, History], metrics: Iterable[str] = ("
     return fig, data
 
 
-__all__ = ["fit", "evaluate", "History", "Evaluation", "NonFiniteLossError", "CheckpointMismatchError",
-           "build_optimizer", "build_scheduler", "load_checkpoint", "load_state_checked", "atomic_save",
-           "save_backbone", "load_backbone", "plot_histories", "OPTIMIZERS", "SCHEDULERS"]
+__all__ = [
+    "fit",
+    "evaluate",
+    "History",
+    "Evaluation",
+    "NonFiniteLossError",
+    "CheckpointMismatchError",
+    "build_optimizer",
+    "build_scheduler",
+    "load_checkpoint",
+    "load_state_checked",
+    "atomic_save",
+    "save_backbone",
+    "load_backbone",
+    "plot_histories",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+]

@@ -17,8 +17,15 @@ def _to_hwc(img: np.ndarray) -> np.ndarray:
     return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
 
 
-def image_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], n: int = 24, ncols: int = 8,
-               title: str | None = None, seed: int = 0):
+def image_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    n: int = 24,
+    ncols: int = 8,
+    title: str | None = None,
+    seed: int = 0,
+):
     """A grid of ``n`` randomly chosen images titled with their class names.
 
     Returns ``(fig, indices)``: the indices into ``images`` that were drawn, in reading order.
@@ -61,8 +68,13 @@ def class_balance(splits: dict[str, np.ndarray], classes: Sequence[str], title: 
     for j, (name, c) in enumerate(counts.items()):
         ax.bar(np.arange(k) + j * width, c, width=width, label=f"{name} ({c.sum():,})")
     if k <= 20:
-        ax.set_xticks(np.arange(k) + width * (len(counts) - 1) / 2, [str(c)[:12] for c in classes],
-                      rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(
+            np.arange(k) + width * (len(counts) - 1) / 2,
+            [str(c)[:12] for c in classes],
+            rotation=45,
+            ha="right",
+            fontsize=8,
+        )
     ax.set_ylabel("examples")
     ax.legend(fontsize=8)
     if title:
@@ -71,8 +83,9 @@ def class_balance(splits: dict[str, np.ndarray], classes: Sequence[str], title: 
     return fig, counts
 
 
-def augmentation_preview(image: np.ndarray, presets: Sequence[str] = ("none", "standard", "strong"),
-                         n: int = 6, seed: int = 0):
+def augmentation_preview(
+    image: np.ndarray, presets: Sequence[str] = ("none", "standard", "strong"), n: int = 6, seed: int = 0
+):
     """One image (C, H, W uint8) through each augmentation preset ``n`` times, one row per preset.
 
     Returns ``(fig, views)`` with ``views[preset]`` a uint8 array (n, C, H, W) of what was drawn.

@@ -48,8 +48,9 @@ def test_device_choice(monkeypatch):
             labutils.get_device("cuda")
 
 
-@pytest.mark.parametrize("env, expected", [("offline", "offline"), ("disabled", "disabled"), ("online", "online"),
-                                           ("dryrun", "offline")])
+@pytest.mark.parametrize(
+    "env, expected", [("offline", "offline"), ("disabled", "disabled"), ("online", "online"), ("dryrun", "offline")]
+)
 def test_wandb_mode_is_honoured(monkeypatch, env, expected):
     monkeypatch.setenv("WANDB_MODE", env)
     assert tracking.resolve_mode() == expected

@@ -41,8 +41,26 @@ def test_run_executes_notebooks_with_parameters_and_writes_the_report(tmp_path):
     good = _notebook(tmp_path / "91_good.ipynb", "STEM = '91_good'\n" + GOOD)
     bad = _notebook(tmp_path / "92_bad.ipynb", "x = 1\n\nraise ValueError('depth must be >= 1, got 0')")
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "labutils", "run", str(good), str(bad), "--profile", "quick",
-                           "-p", "N", "5", "--runs", str(runs)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labutils",
+            "run",
+            str(good),
+            str(bad),
+            "--profile",
+            "quick",
+            "-p",
+            "N",
+            "5",
+            "--runs",
+            str(runs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     metrics = json.loads((runs / "91_good" / "metrics.json").read_text())
     assert metrics["profile"] == "quick" and metrics["metrics"]["n_squared"] == 25
@@ -100,8 +118,7 @@ def test_record_stores_the_output_of_checked_cells(tmp_path):
     assert cells[2]["outputs"][0]["text"] == ["y = 4\n"] and cells[1]["outputs"] == []
 
 
-@pytest.mark.parametrize("text, value", [("3", 3), ("0.5", 0.5), ("[2, 8]", [2, 8]), ("None", None),
-                                         ("adam", "adam")])
+@pytest.mark.parametrize("text, value", [("3", 3), ("0.5", 0.5), ("[2, 8]", [2, 8]), ("None", None), ("adam", "adam")])
 def test_parameter_values_parse_as_literals_or_strings(text, value):
     assert nbtools.parse_value(text) == value
 
@@ -111,12 +128,22 @@ def test_nbval_fails_when_a_checked_output_changes(tmp_path):
     path = _notebook(tmp_path / "95_check.ipynb", "y = N * 2", checked="# NBVAL_CHECK_OUTPUT\nprint('y =', y)")
     [run] = nbtools.run_notebooks([path], "quick", runs=tmp_path / "runs", progress=False)
     nbtools.record_checked_outputs(path, run.output)
-    ok = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", str(path)],
-                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    ok = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stdout[-2000:]
     nb = json.loads(path.read_text())
     nb["cells"][2]["outputs"][0]["text"] = ["y = 7\n"]
     path.write_text(json.dumps(nb))
-    changed = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                              str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    changed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert changed.returncode == 1 and "y = 7" in changed.stdout

@@ -120,15 +120,20 @@ def test_stand_in_is_learnable_in_one_epoch():
         return torch.from_numpy(a).float().div(255) - 0.5
 
     def block(c_in, c_out):
-        return [torch.nn.Conv2d(c_in, c_out, 3, padding=1), torch.nn.BatchNorm2d(c_out), torch.nn.ReLU(),
-                torch.nn.MaxPool2d(2)]
+        return [
+            torch.nn.Conv2d(c_in, c_out, 3, padding=1),
+            torch.nn.BatchNorm2d(c_out),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+        ]
 
-    net = torch.nn.Sequential(*block(3, 16), *block(16, 32), *block(32, 64), torch.nn.Flatten(),
-                              torch.nn.Linear(64 * 4 * 4, 10))
+    net = torch.nn.Sequential(
+        *block(3, 16), *block(16, 32), *block(32, 64), torch.nn.Flatten(), torch.nn.Linear(64 * 4 * 4, 10)
+    )
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     X, Y = prep(x), torch.from_numpy(y)
     for i in range(0, len(X), 32):
-        loss = torch.nn.functional.cross_entropy(net(X[i:i + 32]), Y[i:i + 32])
+        loss = torch.nn.functional.cross_entropy(net(X[i : i + 32]), Y[i : i + 32])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -168,22 +173,28 @@ def test_float32_view_scales_normalises_and_flattens():
     assert abs(float(n.x_train.mean())) < 0.1 and abs(float(n.x_train.std()) - 1) < 0.1
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"val_size": -1}, "val_size"),
-    ({"val_size": 70_000}, "val_size"),
-    ({"train_subset": 10**9}, "train_subset"),
-    ({"test_subset": 2.5}, "test_subset"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"val_size": -1}, "val_size"),
+        ({"val_size": 70_000}, "val_size"),
+        ({"train_subset": 10**9}, "train_subset"),
+        ({"test_subset": 2.5}, "test_subset"),
+    ],
+)
 def test_impossible_split_sizes_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.load_arrays("mnist", profile="quick", **kwargs)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: data.load_arrays("imagenet", profile="quick"),
-    lambda: data.make_loaders("svhn", profile="quick"),
-    lambda: data.fetch(["cifar1000"]),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: data.load_arrays("imagenet", profile="quick"),
+        lambda: data.make_loaders("svhn", profile="quick"),
+        lambda: data.fetch(["cifar1000"]),
+    ],
+)
 def test_unknown_dataset_names_give_one_clear_sentence(call):
     with pytest.raises(ValueError, match=r"Unknown dataset .*choose one of mnist, cifar10, cifar100, imagenette, pets"):
         call()

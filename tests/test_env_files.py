@@ -10,8 +10,21 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
-REQUIRED = {"torch", "torchvision", "jupyterlab", "ipywidgets", "matplotlib", "seaborn", "wandb", "nbval",
-            "papermill", "tqdm", "scikit-learn", "numpy", "pytest"}
+REQUIRED = {
+    "torch",
+    "torchvision",
+    "jupyterlab",
+    "ipywidgets",
+    "matplotlib",
+    "seaborn",
+    "wandb",
+    "nbval",
+    "papermill",
+    "tqdm",
+    "scikit-learn",
+    "numpy",
+    "pytest",
+}
 
 
 def _requirements() -> dict[str, Requirement]:
@@ -34,8 +47,9 @@ def test_environment_yml_matches_requirements_exactly():
     python, env = _environment()
     assert python == "3.11"
     req = _requirements()
-    assert set(env) == set(req), (f"only in environment.yml: {set(env) - set(req)}; "
-                                  f"only in requirements.txt: {set(req) - set(env)}")
+    assert set(env) == set(req), (
+        f"only in environment.yml: {set(env) - set(req)}; only in requirements.txt: {set(req) - set(env)}"
+    )
     for name in req:
         assert str(env[name].specifier) == str(req[name].specifier), name
 

@@ -94,11 +94,11 @@ def test_layers_without_gradient_are_nan():
     for p in model.stem.parameters():
         p.requires_grad_(False)
     recorder = GradientRecorder(model)
-    assert recorder.layer_names[0] == "blocks.0.linear"   # frozen layers are not measured
+    assert recorder.layer_names[0] == "blocks.0.linear"  # frozen layers are not measured
     model.fc.weight.grad = None
     x, y = _batch()
     _step(model, x, y)
-    model.fc.weight.grad = None   # as if the head took no part in this backward pass
+    model.fc.weight.grad = None  # as if the head took no part in this backward pass
     recorder.record(0)
     w = recorder.history["weight"][0]
     assert np.isnan(w[-1]) and np.isfinite(w[:-1]).all()
@@ -114,7 +114,7 @@ def test_dead_relu_fraction_equals_hand_computation(stack_numel):
     torch.manual_seed(0)
     model = MLP(20, 3, width=10, depth=3)
     with torch.no_grad():
-        model.stem.bias[:4] = -1e3            # 4 of 10 stem units can never fire: dead
+        model.stem.bias[:4] = -1e3  # 4 of 10 stem units can never fire: dead
         model.blocks[0].linear.bias[:1] = -1e3
     outputs = {}
     for name, m in model.named_modules():
@@ -138,7 +138,7 @@ def test_dead_channels_in_convnets(stack_numel):
     torch.manual_seed(0)
     model = SimpleCNN(width=4)
     with torch.no_grad():
-        model.body[0][1].bias[:1] = -1e3       # first BatchNorm's shift kills channel 0 of layer 1
+        model.body[0][1].bias[:1] = -1e3  # first BatchNorm's shift kills channel 0 of layer 1
     recorder = GradientRecorder(model)
     recorder.STACK_NUMEL = stack_numel
     recorder.attach()
@@ -162,9 +162,9 @@ def test_evaluation_passes_do_not_overwrite_training_statistics():
         _step(model, *_batch())
         with torch.no_grad():
             model.stem.bias[:5] = 0.0
-            model(torch.randn(16, 20) + 100)   # an evaluation batch where nothing is dead
+            model(torch.randn(16, 20) + 100)  # an evaluation batch where nothing is dead
         recorder.record(0)
-        recorder.record(1)                     # no training forward since: NaN, not stale numbers
+        recorder.record(1)  # no training forward since: NaN, not stale numbers
     assert recorder.history["dead_relu"][0, 0] == pytest.approx(0.5)
     assert np.isnan(recorder.history["dead_relu"][1]).all()
 
@@ -176,11 +176,11 @@ def test_attach_detach_and_context_manager():
     assert not recorder.attached and all(not m._forward_hooks for m in relus)
     with recorder as r:
         assert r is recorder and recorder.attached and all(len(m._forward_hooks) == 1 for m in relus)
-        recorder.attach()   # idempotent
+        recorder.attach()  # idempotent
         assert all(len(m._forward_hooks) == 1 for m in relus)
     assert not recorder.attached and all(not m._forward_hooks for m in relus)
     _step(model, *_batch())
-    recorder.record(0)   # gradient norms need no hooks; dead fractions are NaN without them
+    recorder.record(0)  # gradient norms need no hooks; dead fractions are NaN without them
     assert np.isfinite(recorder.history["weight"]).all() and np.isnan(recorder.history["dead_relu"]).all()
 
 
@@ -192,7 +192,7 @@ def test_every_and_long_histories():
     assert sum(recorded) == 200 and len(recorder) == 200
     h = recorder.history
     assert h["weight"].shape == (200, 3) and h["steps"][:3].tolist() == [0, 3, 6]
-    assert np.allclose(h["weight"], h["weight"][0])   # same gradients every time
+    assert np.allclose(h["weight"], h["weight"][0])  # same gradients every time
     recorder.reset()
     assert len(recorder) == 0 and recorder.latest() == {"weight": {}, "bias": {}, "dead_relu": {}}
 
@@ -212,7 +212,7 @@ def test_every_records_only_armed_steps_exactly():
     torch.manual_seed(0)
     model = MLP(20, 3, width=10, depth=3)
     with torch.no_grad():
-        model.stem.bias[:3] = -1e3                    # 3 of 10 stem units dead on every batch
+        model.stem.bias[:3] = -1e3  # 3 of 10 stem units dead on every batch
     outputs = _relu_outputs(model)
     recorder = GradientRecorder(model, every=3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -221,7 +221,7 @@ def test_every_records_only_armed_steps_exactly():
         for step in range(11):
             x, y = _batch(seed=step)
             _step(model, x, y)
-            kept = [a is not None for a in recorder._activity]     # what the hooks kept of this forward pass
+            kept = [a is not None for a in recorder._activity]  # what the hooks kept of this forward pass
             assert kept == [step % 3 == 0] * len(recorder.relu_names), step
             if step % 3 == 0:
                 _, w, b = _hand_norms(model)
@@ -244,12 +244,12 @@ def test_history_spanning_many_device_blocks_equals_hand_computation(monkeypatch
     outputs = _relu_outputs(model)
     recorder = GradientRecorder(model)
     monkeypatch.setattr(recorder, "FLUSH_STEPS", 4)
-    monkeypatch.setattr(recorder, "FLUSH_UNITS", 60)          # 36 units a step: a block of 1 step
+    monkeypatch.setattr(recorder, "FLUSH_UNITS", 60)  # 36 units a step: a block of 1 step
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     expected_w, expected_dead = [], []
     with recorder:
         for step in range(7):
-            with torch.no_grad():                            # a different number of dead units each step
+            with torch.no_grad():  # a different number of dead units each step
                 model.blocks[0].linear.bias[: step + 1] = -1e3
             _step(model, *_batch(seed=step))
             expected_w.append(_hand_norms(model)[1])
@@ -260,19 +260,19 @@ def test_history_spanning_many_device_blocks_equals_hand_computation(monkeypatch
             assert recorder.latest()["weight"] == pytest.approx(dict(zip(recorder.layer_names, expected_w[-1])))
             opt.step()
         monkeypatch.setattr(recorder, "FLUSH_UNITS", 1 << 22)
-        for step in range(7, 16):                            # 9 more steps: blocks of FLUSH_STEPS = 4
+        for step in range(7, 16):  # 9 more steps: blocks of FLUSH_STEPS = 4
             _step(model, *_batch(seed=step))
             expected_w.append(_hand_norms(model)[1])
             expected_dead.append([(outputs[n] == 0).all(dim=0).float().mean().item() for n in recorder.relu_names])
             recorder.record(step)
             opt.step()
-            latest = recorder.latest()            # read every few steps, as fit does once per epoch
+            latest = recorder.latest()  # read every few steps, as fit does once per epoch
             assert latest["dead_relu"] == pytest.approx(dict(zip(recorder.relu_names, expected_dead[-1])))
     h = recorder.history
     assert h["steps"].tolist() == list(range(16))
     np.testing.assert_allclose(h["weight"], np.stack(expected_w), rtol=1e-5)
     np.testing.assert_allclose(h["dead_relu"], np.array(expected_dead), rtol=0, atol=1e-12)
-    assert len({tuple(r) for r in h["dead_relu"][:7]}) == 7     # the rows really differ step to step
+    assert len({tuple(r) for r in h["dead_relu"][:7]}) == 7  # the rows really differ step to step
 
 
 def test_dead_statistic_of_nonnegative_activations_is_exact():
@@ -280,15 +280,16 @@ def test_dead_statistic_of_nonnegative_activations_is_exact():
     a unit whose only activity is one subnormal value, and NaN (not dead) in both."""
     g = torch.Generator().manual_seed(0)
     dense = torch.relu(torch.randn(64, 30, generator=g))
-    dense[:, :3] = 0.0                     # units 0, 1, 2 silent on the whole batch ...
-    dense[3, 1] = 1e-45                    # ... but unit 1 fires once, at the smallest positive float32
-    dense[5, 2] = math.nan                 # ... and unit 2 saw a NaN
+    dense[:, :3] = 0.0  # units 0, 1, 2 silent on the whole batch ...
+    dense[3, 1] = 1e-45  # ... but unit 1 fires once, at the smallest positive float32
+    dense[5, 2] = math.nan  # ... and unit 2 saw a NaN
     conv = torch.relu(torch.randn(16, 8, 5, 5, generator=g))
-    conv[:, 2] = 0.0                       # channel 2 silent at every example and position
+    conv[:, 2] = 0.0  # channel 2 silent at every example and position
     for out in (dense, conv, torch.zeros(7), torch.relu(torch.randn(7, generator=g))):
         assert torch.equal(gradflow._unit_activity(out, True) <= 0, unit_maxima(out) <= 0)
-        torch.testing.assert_close(gradflow._unit_activity(out, False), unit_maxima(out), rtol=0, atol=0,
-                                   equal_nan=True)
+        torch.testing.assert_close(
+            gradflow._unit_activity(out, False), unit_maxima(out), rtol=0, atol=0, equal_nan=True
+        )
     assert (gradflow._unit_activity(dense, True) <= 0).nonzero().flatten().tolist() == [0]
     assert (gradflow._unit_activity(conv, True) <= 0).nonzero().flatten().tolist() == [2]
 
@@ -305,7 +306,7 @@ def test_an_output_changed_in_place_after_its_forward_pass_is_not_reported():
         recorder.record(0)
         _step(model, *_batch())
         with torch.no_grad():
-            kept["stem"].fill_(0.0)           # every unit would look dead now
+            kept["stem"].fill_(0.0)  # every unit would look dead now
         recorder.record(1)
     dead = recorder.history["dead_relu"]
     assert recorder.relu_names[0] == "stem_act"
@@ -362,7 +363,7 @@ def test_grad_norms_at_init_is_one_clean_backward_pass():
     x, y = _batch()
     norms = grad_norms_at_init(model, (x, y))
     assert not model.training and all(p.grad is None for p in model.parameters())
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # BN statistics too
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
     model.train()
     _step(model, x, y)
     names, w, b = _hand_norms(model)
@@ -380,7 +381,7 @@ def test_layer_grad_norms_after_training_and_first_last_ratio():
         _step(model, x, y)
         opt.step()
     norms = layer_grad_norms(model, (x, y))
-    assert norms == grad_norms_at_init(model, (x, y))   # the same measurement under its other name
+    assert norms == grad_norms_at_init(model, (x, y))  # the same measurement under its other name
     _step(model, x, y)
     _, w, _ = _hand_norms(model)
     assert first_last_ratio(norms) == pytest.approx(w[0] / w[-1], rel=1e-5)
@@ -437,7 +438,7 @@ def test_plots_account_for_exact_zeros():
     fig, data = plot_norm_heatmap(history)
     assert data["zero"].tolist() == [[True, False], [False, False]]
     np.testing.assert_allclose(data["values"], [[np.nan, -3.0], [0.0, 1.0]])
-    assert "exactly 0" in fig.axes[-1].get_ylabel()   # the colour bar says what black means
+    assert "exactly 0" in fig.axes[-1].get_ylabel()  # the colour bar says what black means
     plt.close(fig)
 
 
@@ -481,7 +482,7 @@ def test_recorder_overhead_is_small():
     steps(False, 3)
     base, recorded = [], []
     with recorder:
-        for _ in range(3):   # interleaved and best-of to be robust to a busy machine
+        for _ in range(3):  # interleaved and best-of to be robust to a busy machine
             base.append(steps(False))
             recorded.append(steps(True))
     assert min(recorded) < 1.5 * min(base)

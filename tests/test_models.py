@@ -43,8 +43,14 @@ def test_mlp_shapes_and_depth_semantics(residual, norm):
     linears = model.linear_layers()
     # depth = hidden linear layers; +1 for the output layer; one activation per hidden layer
     assert len(linears) == 5 + 1
-    assert [n for n, _ in linears] == ["stem", "blocks.0.linear", "blocks.1.linear", "blocks.2.linear",
-                                       "blocks.3.linear", "fc"]
+    assert [n for n, _ in linears] == [
+        "stem",
+        "blocks.0.linear",
+        "blocks.1.linear",
+        "blocks.2.linear",
+        "blocks.3.linear",
+        "fc",
+    ]
     assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 5
     assert torch.allclose(model.fc(model.features(x)), model(x))
 
@@ -55,7 +61,7 @@ def test_mlp_plain_and_residual_have_identical_parameter_counts(norm, depth):
     plain = MLP(50, 7, width=12, depth=depth, norm=norm)
     residual = MLP(50, 7, width=12, depth=depth, residual=True, norm=norm)
     expected = 50 * 12 + 12 + (depth - 1) * (12 * 12 + 12) + 12 * 7 + 7
-    expected += depth * 2 * 12 if norm else 0   # one norm (scale + shift) per hidden layer
+    expected += depth * 2 * 12 if norm else 0  # one norm (scale + shift) per hidden layer
     assert count_parameters(plain) == count_parameters(residual) == expected
 
 
@@ -63,7 +69,7 @@ def test_residual_mlp_matches_its_formula():
     torch.manual_seed(0)
     model = MLP(5, 3, width=4, depth=3, residual=True)
     x = torch.randn(8, 5)
-    alpha = 1 / math.sqrt(2)   # 1/sqrt(depth - 1)
+    alpha = 1 / math.sqrt(2)  # 1/sqrt(depth - 1)
     h = model.stem(x)
     for block in model.blocks:
         h = h + alpha * block.linear(torch.relu(h))
@@ -103,7 +109,7 @@ def test_mlp_init_options():
     torch.manual_seed(0)
     kaiming = MLP(1000, 10, width=500, depth=2)
     w = kaiming.blocks[0].linear.weight
-    assert w.std().item() == pytest.approx(math.sqrt(2 / 500), rel=0.05)   # He: var = 2/fan_in
+    assert w.std().item() == pytest.approx(math.sqrt(2 / 500), rel=0.05)  # He: var = 2/fan_in
     assert torch.count_nonzero(kaiming.blocks[0].linear.bias) == 0
     default = MLP(1000, 10, width=500, depth=2, init="pytorch")
     assert default.blocks[0].linear.weight.std().item() == pytest.approx(math.sqrt(1 / (3 * 500)), rel=0.05)
@@ -115,10 +121,18 @@ def test_mlp_activations(activation):
     assert model(torch.randn(4, 10)).shape == (4, 2)
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"depth": 0}, "depth"), ({"depth": -3}, "depth"), ({"depth": 2.5}, "depth"), ({"width": 0}, "width"),
-    ({"activation": "swish"}, "activation"), ({"norm": "group"}, "norm"), ({"init": "xavier"}, "init"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"depth": 0}, "depth"),
+        ({"depth": -3}, "depth"),
+        ({"depth": 2.5}, "depth"),
+        ({"width": 0}, "width"),
+        ({"activation": "swish"}, "activation"),
+        ({"norm": "group"}, "norm"),
+        ({"init": "xavier"}, "init"),
+    ],
+)
 def test_mlp_bad_configs_raise_one_clear_error(kwargs, word):
     args = {"in_features": 10, "num_classes": 2, "width": 8, "depth": 3, **kwargs}
     with pytest.raises(ValueError, match=word):
@@ -132,9 +146,15 @@ def test_conv_block_shape():
     assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
 
 
-@pytest.mark.parametrize("in_ch, out_ch, stride, projects", [
-    (16, 16, 1, False), (16, 32, 1, True), (16, 16, 2, True), (16, 32, 2, True),
-])
+@pytest.mark.parametrize(
+    "in_ch, out_ch, stride, projects",
+    [
+        (16, 16, 1, False),
+        (16, 32, 1, True),
+        (16, 16, 2, True),
+        (16, 32, 2, True),
+    ],
+)
 def test_residual_block_shortcuts(in_ch, out_ch, stride, projects):
     block = ResidualBlock(in_ch, out_ch, stride=stride)
     assert block.has_projection is projects
@@ -212,10 +232,16 @@ def test_plain_and_residual_cifar_nets_differ_only_in_shortcuts():
     assert sum(type(m) is PlainBlock for m in plain.modules()) == 9
 
 
-@pytest.mark.parametrize("name, feature_dim, params", [
-    ("resnet20", 64, 272_474), ("plain20", 64, 269_722), ("resnet18", 512, 11_173_962),
-    ("vgg11", 512, 9_228_362), ("simple_cnn", 64, 66_410),
-])
+@pytest.mark.parametrize(
+    "name, feature_dim, params",
+    [
+        ("resnet20", 64, 272_474),
+        ("plain20", 64, 269_722),
+        ("resnet18", 512, 11_173_962),
+        ("vgg11", 512, 9_228_362),
+        ("simple_cnn", 64, 66_410),
+    ],
+)
 def test_convnet_shapes_features_and_head(name, feature_dim, params):
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -250,7 +276,7 @@ def test_channels_last_gives_the_same_output(name):
     model = model.to(memory_format=torch.channels_last)
     out = model(x.to(memory_format=torch.channels_last))
     assert torch.allclose(out, expected, atol=1e-5)
-    out.sum().backward()   # and trains that way
+    out.sum().backward()  # and trains that way
 
 
 def test_count_parameters_trainable_only():
@@ -276,14 +302,23 @@ def test_build_model_by_name():
     assert "resnet20" in available_models() and "mlp" in available_models()
 
 
-@pytest.mark.parametrize("name, kwargs, word", [
-    ("resnet21", {}, "6n \\+ 2"), ("plain18", {}, "6n \\+ 2"), ("resnet", {"depth": 0}, "6n \\+ 2"),
-    ("resnet", {"depth": 2}, "6n \\+ 2"), ("resnet", {}, "needs depth"), ("transformer", {}, "Unknown model"),
-    ("mlp", {"in_features": 4, "num_classes": 2, "width": 3, "depth": 0}, "depth"),
-    ("resnet20", {"depth": 56}, "fixes depth"), ("resnet20", {"heads": 4}, "does not take heads"),
-    ("vgg19", {}, "Unknown model"), ("resnet20", {"dropout": 1.5}, "dropout"),
-    ("simple_cnn", {"width": 0}, "width"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, word",
+    [
+        ("resnet21", {}, "6n \\+ 2"),
+        ("plain18", {}, "6n \\+ 2"),
+        ("resnet", {"depth": 0}, "6n \\+ 2"),
+        ("resnet", {"depth": 2}, "6n \\+ 2"),
+        ("resnet", {}, "needs depth"),
+        ("transformer", {}, "Unknown model"),
+        ("mlp", {"in_features": 4, "num_classes": 2, "width": 3, "depth": 0}, "depth"),
+        ("resnet20", {"depth": 56}, "fixes depth"),
+        ("resnet20", {"heads": 4}, "does not take heads"),
+        ("vgg19", {}, "Unknown model"),
+        ("resnet20", {"dropout": 1.5}, "dropout"),
+        ("simple_cnn", {"width": 0}, "width"),
+    ],
+)
 def test_bad_names_and_configs_raise_value_error(name, kwargs, word):
     with pytest.raises(ValueError, match=word):
         build_model(name, **kwargs)

@@ -13,8 +13,9 @@ def test_setup_notebook_surveys_every_dataset(notebook_metrics):
     rows = {r["dataset"]: r for r in m["tables"]["datasets"]["rows"]}
     assert rows["mnist"]["test"] == 10_000 and rows["mnist"]["train"] + rows["mnist"]["val"] == 60_000
     balance = [r for r in m["tables"]["class_balance"]["rows"] if r["dataset"] == "mnist" and r["split"] == "test"]
-    assert balance == [{"dataset": "mnist", "split": "test", "min": 892, "max": 1135,
-                        "imbalance (max/min)": round(1135 / 892, 3)}]
+    assert balance == [
+        {"dataset": "mnist", "split": "test", "min": 892, "max": 1135, "imbalance (max/min)": round(1135 / 892, 3)}
+    ]
     changed = m["metrics"]["augmentation_changed_pixels"]
     assert changed["none"] == 0 and changed["standard"] > 0.2 and changed["strong"] > 0.2
     assert {f["file"] for f in m["figures"]} >= {"samples_mnist.png", "augmentation_presets.png"}

@@ -42,5 +42,11 @@ def test_mnist_mlp_learns(m):
     assert m["metrics"]["mnist_test_accuracy"] > 0.85
     assert m["metrics"]["mnist_parameters"] == 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
     figures = {f["file"] for f in m["figures"]}
-    assert figures >= {"activations.png", "xor_decision_boundary.png", "sin_fits.png", "activations_mnist.png",
-                       "mnist_mlp_curves.png", "mnist_first_layer.png"}
+    assert figures >= {
+        "activations.png",
+        "xor_decision_boundary.png",
+        "sin_fits.png",
+        "activations_mnist.png",
+        "mnist_mlp_curves.png",
+        "mnist_first_layer.png",
+    }

@@ -48,5 +48,9 @@ def test_schedules_compared(m):
     acc = m["metrics"]["schedule_val_accuracy"]
     assert len(acc) == 5 and {"constant", "cosine"} <= set(acc)
     assert all(a > 0.5 for a in acc.values())
-    assert {f["file"] for f in m["figures"]} >= {"schedules.png", "schedules_curves.png", "gradient_norms.png",
-                                                 "optimizers_curves.png"}
+    assert {f["file"] for f in m["figures"]} >= {
+        "schedules.png",
+        "schedules_curves.png",
+        "gradient_norms.png",
+        "optimizers_curves.png",
+    }

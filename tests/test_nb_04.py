@@ -32,7 +32,7 @@ def test_depth_sweep_rows_have_the_documented_schema(metrics, sweep):
         assert 0.0 <= r["test_acc"] <= 1.0
         assert math.isfinite(r["grad_norm_first"]) and r["grad_norm_first"] >= 0
         assert math.isfinite(r["grad_norm_last"]) and r["grad_norm_last"] > 0
-    assert metrics["datasets"]["mnist"]["synthetic"] is False   # the lab runs on real MNIST, also in CI
+    assert metrics["datasets"]["mnist"]["synthetic"] is False  # the lab runs on real MNIST, also in CI
 
 
 def test_residual_network_learns_at_the_deepest_depth_and_plain_does_not(metrics, sweep):
@@ -59,13 +59,20 @@ def test_gradient_reaches_the_first_layer_only_with_skips(metrics, sweep):
     assert ratio(deepest, "plain") < 1e-6
     assert 1e-2 < ratio(deepest, "residual") < 1e2
     shallow = min(metrics["params"]["depths"])
-    assert ratio(deepest, "plain") < ratio(shallow, "plain")   # vanishing gets worse with depth
+    assert ratio(deepest, "plain") < ratio(shallow, "plain")  # vanishing gets worse with depth
 
 
 def test_lab_saves_its_figures_and_extra_tables(metrics):
     files = {f["file"] for f in metrics["figures"]}
-    assert {"grad_profile_init.png", "accuracy_vs_depth.png", "loss_curves.png", "grad_profile_trained.png",
-            "grad_heatmap.png", "grad_histograms.png", "dead_relu.png"} <= files
+    assert {
+        "grad_profile_init.png",
+        "accuracy_vs_depth.png",
+        "loss_curves.png",
+        "grad_profile_trained.png",
+        "grad_heatmap.png",
+        "grad_histograms.png",
+        "dead_relu.png",
+    } <= files
     ratios = metrics["tables"]["gradient_ratios"]["rows"]
     assert len(ratios) == 2 * len(metrics["params"]["depths"])
     dead = metrics["metrics"]["dead_relu_fraction_end"]

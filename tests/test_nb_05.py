@@ -38,12 +38,14 @@ def test_depth_comparison_has_plain_and_residual_at_every_depth(metrics):
         assert 0.0 <= r["train_error"] <= 1.0 and 0.0 <= r["test_acc"] <= r["test_top5"] <= 1.0
         assert r["epochs"] == metrics["params"]["epochs"]
     by = {(r["variant"], r["depth"]): r for r in rows}
-    for d in depths:   # the residual net is the plain one plus projection shortcuts: a few parameters more
+    for d in depths:  # the residual net is the plain one plus projection shortcuts: a few parameters more
         extra = by["residual", d]["params"] - by["plain", d]["params"]
         assert 0 < extra < 0.05 * by["plain", d]["params"]
-    assert set(metrics["metrics"]["degradation"]) == {"plain_deeper_has_higher_train_error",
-                                                      "residual_deeper_has_lower_train_error",
-                                                      "residual_beats_plain_at_deepest"}
+    assert set(metrics["metrics"]["degradation"]) == {
+        "plain_deeper_has_higher_train_error",
+        "residual_deeper_has_lower_train_error",
+        "residual_beats_plain_at_deepest",
+    }
     # one epoch on a small subset: well above chance on average, even if not for every network
     mean_acc = sum(r["test_acc"] for r in rows) / len(rows)
     assert mean_acc > CHANCE + 0.03
@@ -90,7 +92,9 @@ def test_backbone_checkpoint_exists_reloads_and_beats_chance(metrics):
     assert backbone["test_acc"] > CHANCE + 0.05
     # it is the residual network with the best final validation accuracy among all residual runs
     t = metrics["tables"]
-    candidates = ([r["val_acc"] for r in t["depth_comparison"]["rows"] if r["variant"] == "residual"]
-                  + [r["final_val_acc"] for r in t["schedules"]["rows"]]
-                  + [r["val_acc"] for r in t["dropout"]["rows"] if r["dropout"] > 0])
+    candidates = (
+        [r["val_acc"] for r in t["depth_comparison"]["rows"] if r["variant"] == "residual"]
+        + [r["final_val_acc"] for r in t["schedules"]["rows"]]
+        + [r["val_acc"] for r in t["dropout"]["rows"] if r["dropout"] > 0]
+    )
     assert backbone["val_acc"] == max(candidates)

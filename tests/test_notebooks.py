@@ -26,8 +26,11 @@ def test_there_are_notebooks():
 def test_notebook_is_stored_without_outputs(path: Path):
     nb = json.loads(path.read_text())
     assert nbtools.stored_output_problems(nb) == [], f"{path.name} stores outputs: run `make strip`"
-    assert all(c.get("execution_count") is None for c in nb["cells"]
-               if c["cell_type"] == "code" and not nbtools.is_checked_cell(c))
+    assert all(
+        c.get("execution_count") is None
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and not nbtools.is_checked_cell(c)
+    )
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 

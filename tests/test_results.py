@@ -23,8 +23,19 @@ def runs(tmp_path, monkeypatch):
 
 
 def _info(synthetic: bool) -> DatasetInfo:
-    return DatasetInfo("cifar10-synthetic" if synthetic else "mnist", "cifar10" if synthetic else "mnist", "X",
-                       "somewhere", synthetic, 10, tuple("abcdefghij"), (3, 32, 32), (0.5,), (0.25,), {"train": 5})
+    return DatasetInfo(
+        "cifar10-synthetic" if synthetic else "mnist",
+        "cifar10" if synthetic else "mnist",
+        "X",
+        "somewhere",
+        synthetic,
+        10,
+        tuple("abcdefghij"),
+        (3, 32, 32),
+        (0.5,),
+        (0.25,),
+        {"train": 5},
+    )
 
 
 def test_metrics_json_holds_provenance_versions_time_and_numbers(runs):

@@ -48,8 +48,18 @@ def test_same_seed_same_history(data):
     runs = []
     for _ in range(2):
         model = mlp([2, 8, 3], seed=3)
-        h = train(model, SGD(model.parameters(), lr=0.1, momentum=0.9), x, y, xv, yv, epochs=3, batch_size=50,
-                  seed=7, progress=False)
+        h = train(
+            model,
+            SGD(model.parameters(), lr=0.1, momentum=0.9),
+            x,
+            y,
+            xv,
+            yv,
+            epochs=3,
+            batch_size=50,
+            seed=7,
+            progress=False,
+        )
         runs.append((h["train_loss"], model.parameters()[0].copy()))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
@@ -70,8 +80,18 @@ def test_best_validation_weights_are_restored(data):
                 p[...] = rng.normal(scale=3.0, size=p.shape)
         return 0.05 if epoch < 4 else 0.0
 
-    history = train(model, SGD(model.parameters(), lr=0.05), x, y, xv, yv, epochs=6, batch_size=32,
-                    schedule=schedule, progress=False)
+    history = train(
+        model,
+        SGD(model.parameters(), lr=0.05),
+        x,
+        y,
+        xv,
+        yv,
+        epochs=6,
+        batch_size=32,
+        schedule=schedule,
+        progress=False,
+    )
     assert history["lr"] == [0.05] * 4 + [0.0] * 2
     best = history["best_epoch"]
     assert best <= 4 and history["val_acc"][best - 1] == max(history["val_acc"]) > 0.7
@@ -88,8 +108,18 @@ def test_regression_monitors_validation_loss():
     x = rng.uniform(-2, 2, size=(200, 1)).astype(np.float32)
     y = np.sin(x)
     model = mlp([1, 16, 1], activation="tanh", seed=0)
-    h = train(model, Adam(model.parameters(), lr=0.02), x, y, x[:50], y[:50], epochs=30, batch_size=20,
-              loss_fn=losses.mse, progress=False)
+    h = train(
+        model,
+        Adam(model.parameters(), lr=0.02),
+        x,
+        y,
+        x[:50],
+        y[:50],
+        epochs=30,
+        batch_size=20,
+        loss_fn=losses.mse,
+        progress=False,
+    )
     assert h["monitor"] == "val_loss" and np.isnan(h["val_acc"]).all()
     assert h["best_val_loss"] == min(h["val_loss"]) and h["best_val_loss"] < 0.01
     assert evaluate(model, x[:50], y[:50], loss_fn=losses.mse)[0] == pytest.approx(h["best_val_loss"], rel=1e-6)
@@ -109,8 +139,18 @@ def test_step_schedule_sets_lr_every_update(data):
 def test_grad_norms_are_recorded_per_parameter_and_update(data):
     (x, y), (xv, yv) = data
     model = mlp([2, 8, 3], seed=0)
-    h = train(model, Adam(model.parameters(), lr=0.01), x, y, xv, yv, epochs=2, batch_size=100, progress=False,
-              record_grad_norms=True)
+    h = train(
+        model,
+        Adam(model.parameters(), lr=0.01),
+        x,
+        y,
+        xv,
+        yv,
+        epochs=2,
+        batch_size=100,
+        progress=False,
+        record_grad_norms=True,
+    )
     assert list(h["grad_norms"]) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert all(len(v) == 6 for v in h["grad_norms"].values()) and h["steps_per_epoch"] == 3
     assert all(v > 0 for series in h["grad_norms"].values() for v in series)
@@ -162,8 +202,18 @@ def test_keyboard_interrupt_keeps_best_weights_and_history(data):
             raise KeyboardInterrupt  # as if Ctrl-C arrived at the start of the 4th epoch
         return 0.05
 
-    h = train(model, Adam(model.parameters(), lr=0.05), x, y, xv, yv, epochs=10, batch_size=32,
-              schedule=schedule, progress=False)
+    h = train(
+        model,
+        Adam(model.parameters(), lr=0.05),
+        x,
+        y,
+        xv,
+        yv,
+        epochs=10,
+        batch_size=32,
+        schedule=schedule,
+        progress=False,
+    )
     assert h["interrupted"] and h["epoch"] == [1, 2, 3]
     assert evaluate(model, xv, yv)[1] == h["best_val_acc"]
 

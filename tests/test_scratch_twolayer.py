@@ -34,8 +34,14 @@ def test_equals_the_layered_mlp_with_the_same_weights():
     x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.integers(0, 3, size=6)
     net = TwoLayerNet(4, 5, 3, seed=2)
     layered = mlp([4, 5, 3])
-    layered.load_state_dict({"0.weight": net.params["W1"], "0.bias": net.params["b1"],
-                             "2.weight": net.params["W2"], "2.bias": net.params["b2"]})
+    layered.load_state_dict(
+        {
+            "0.weight": net.params["W1"],
+            "0.bias": net.params["b1"],
+            "2.weight": net.params["W2"],
+            "2.bias": net.params["b2"],
+        }
+    )
     np.testing.assert_allclose(net.forward(x), layered.forward(x), rtol=1e-6)
     _, grads = net.loss_and_gradients(x, y)
     _, d = losses.softmax_cross_entropy(layered.forward(x), y)

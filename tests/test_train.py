@@ -19,7 +19,7 @@ from labutils import train as T
 from labutils.train import CheckpointMismatchError, NonFiniteLossError, evaluate, fit
 
 torch.set_num_threads(1)
-N_TRAIN, N_VAL, FEATURES, CLASSES, BATCH = 192, 64, 8, 4, 32   # 6 steps per epoch
+N_TRAIN, N_VAL, FEATURES, CLASSES, BATCH = 192, 64, 8, 4, 32  # 6 steps per epoch
 
 
 def make_data(seed: int = 0, flip_val: bool = False, generator: torch.Generator | None = None):
@@ -28,7 +28,7 @@ def make_data(seed: int = 0, flip_val: bool = False, generator: torch.Generator 
     x = torch.randn(N_TRAIN + N_VAL, FEATURES, generator=g)
     y = (x @ torch.randn(FEATURES, CLASSES, generator=g)).argmax(1)
     xv, yv = x[N_TRAIN:], y[N_TRAIN:]
-    if flip_val:   # validation on the training inputs with other labels: the better the fit, the worse val
+    if flip_val:  # validation on the training inputs with other labels: the better the fit, the worse val
         xv, yv = x[:N_VAL], (y[:N_VAL] + 1) % CLASSES
     train = DataLoader(TensorDataset(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True, generator=generator)
     val = DataLoader(TensorDataset(xv, yv), batch_size=BATCH)
@@ -69,7 +69,7 @@ def test_fit_learns_and_records_history():
     assert len(hist) == 8 and hist["epoch"] == list(range(1, 9))
     assert set(hist[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s"}
     assert hist[-1]["train_loss"] < 0.6 * hist[0]["train_loss"]
-    assert hist[-1]["val_acc"] > 0.8          # chance is 0.25
+    assert hist[-1]["val_acc"] > 0.8  # chance is 0.25
     assert hist.best_val_acc == max(hist["val_acc"])
     assert hist["val_acc"][hist.best_epoch - 1] == hist.best_val_acc
     assert not hist.stopped_early and not hist.interrupted and hist.resumed_from is None
@@ -84,11 +84,14 @@ def test_fit_learns_and_records_history():
         hist["accuracy"]
 
 
-@pytest.mark.parametrize("name, cls, extra", [
-    ("sgd", torch.optim.SGD, {"momentum": 0.8, "nesterov": True, "weight_decay": 1e-3}),
-    ("adam", torch.optim.Adam, {"weight_decay": 1e-3}),
-    ("adamw", torch.optim.AdamW, {"weight_decay": 1e-2}),
-])
+@pytest.mark.parametrize(
+    "name, cls, extra",
+    [
+        ("sgd", torch.optim.SGD, {"momentum": 0.8, "nesterov": True, "weight_decay": 1e-3}),
+        ("adam", torch.optim.Adam, {"weight_decay": 1e-3}),
+        ("adamw", torch.optim.AdamW, {"weight_decay": 1e-2}),
+    ],
+)
 def test_one_epoch_equals_a_bare_torch_loop(name, cls, extra):
     """fit's update is exactly the textbook loop with the torch optimizer (same seeds, same batches)."""
     lr = 0.05 if name == "sgd" else 3e-3
@@ -107,7 +110,7 @@ def test_one_epoch_equals_a_bare_torch_loop(name, cls, extra):
             opt.zero_grad()
             F.cross_entropy(ref(x), y).backward()
             opt.step()
-        with torch.no_grad():   # validating draws a seed from the global RNG, as in fit
+        with torch.no_grad():  # validating draws a seed from the global RNG, as in fit
             val_acc.append(sum((ref(x).argmax(1) == y).sum().item() for x, y in val) / N_VAL)
     assert_same_weights(model, ref)
     assert hist["val_acc"] == val_acc
@@ -150,7 +153,7 @@ def test_progress_bar_numbers_are_throttled(monkeypatch, every_s, per_epoch):
             super().set_postfix(ordered_dict, refresh=refresh, **kw)
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
-    monkeypatch.setattr(T, "SYNC_EVERY", 2)                # 6 steps per epoch: read-backs after steps 2, 4, 6
+    monkeypatch.setattr(T, "SYNC_EVERY", 2)  # 6 steps per epoch: read-backs after steps 2, 4, 6
     monkeypatch.setattr(T, "POSTFIX_EVERY_S", every_s)
     run(mlp(), *make_data(), epochs=2, progress=True)
     assert [d for d, *_ in updates] == ["epoch 1"] * per_epoch + ["epoch 2"] * per_epoch
@@ -202,8 +205,16 @@ def test_step_schedule_divides_by_10_at_half_and_three_quarters():
     train, val = make_data()
     hist = run(mlp(), train, val, epochs=8, optimizer="sgd", lr=0.1, scheduler="step")
     assert hist["lr"] == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2, rel=1e-12)
-    hist = run(mlp(), train, val, epochs=5, optimizer="sgd", lr=0.1, scheduler="step",
-               scheduler_kwargs={"step_size": 2, "gamma": 0.5})
+    hist = run(
+        mlp(),
+        train,
+        val,
+        epochs=5,
+        optimizer="sgd",
+        lr=0.1,
+        scheduler="step",
+        scheduler_kwargs={"step_size": 2, "gamma": 0.5},
+    )
     assert hist["lr"] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025], rel=1e-12)
 
 
@@ -227,7 +238,7 @@ def test_onecycle_steps_after_every_batch():
             ref_opt.step()
             ref.step()
     assert hist["lr"] == pytest.approx(expected, rel=1e-9)
-    assert hist["lr"][0] == pytest.approx(0.2 / 25)        # starts at max_lr / div_factor
+    assert hist["lr"][0] == pytest.approx(0.2 / 25)  # starts at max_lr / div_factor
 
 
 # -- early stopping and checkpoints -----------------------------------------------------------
@@ -251,13 +262,14 @@ def test_early_stopping_restores_the_best_weights(tmp_path):
     assert best["epoch"] == hist.best_epoch and hist.checkpoint == str(tmp_path / "best.pt")
     for k, v in weights(model).items():
         assert torch.equal(best["model"][k], v)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]   # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temp files left
 
 
 @pytest.mark.parametrize("scheduler", [None, "plateau", "step"])
 @pytest.mark.parametrize("own_generator", [False, True])
 def test_resume_equals_uninterrupted(tmp_path, scheduler, own_generator):
     """Run 2 epochs with checkpoints, then a new fit for 5 epochs resumes: same weights and history as 5 at once."""
+
     def setup(seed_model):
         gen = torch.Generator().manual_seed(7) if own_generator else None
         train, val = make_data(generator=gen)
@@ -272,7 +284,7 @@ def test_resume_equals_uninterrupted(tmp_path, scheduler, own_generator):
     seed_everything(5)
     first, train, val = setup(0)
     run(first, train, val, epochs=2, checkpoint_dir=tmp_path / "b", **kw)
-    seed_everything(99)                                    # a fresh session: other seeds, other init
+    seed_everything(99)  # a fresh session: other seeds, other init
     resumed, train, val = setup(42)
     torch.rand(10)
     hist = run(resumed, train, val, epochs=5, checkpoint_dir=tmp_path / "b", **kw)
@@ -315,7 +327,7 @@ def test_interrupt_keeps_best_and_resume_matches(tmp_path, scheduler):
     assert rows_without_time(hist) == rows_without_time(full)[:2]
     best = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
     assert best["epoch"] == hist.best_epoch
-    for k, v in weights(interrupted).items():           # best weights put back
+    for k, v in weights(interrupted).items():  # best weights put back
         assert torch.equal(best["model"][k], v)
 
     seed_everything(11)
@@ -332,8 +344,11 @@ def test_interrupt_keeps_best_and_resume_matches(tmp_path, scheduler):
 def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
     train, val = make_data()
     run(mlp(hidden=16), train, val, epochs=1, checkpoint_dir=tmp_path)
-    with pytest.raises(CheckpointMismatchError, match=r"does not match this Sequential: 3 tensor\(s\) differ in "
-                                                       r"shape \(e\.g\. '0\.weight': \(16, 8\) saved, \(32, 8\)"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"does not match this Sequential: 3 tensor\(s\) differ in "
+        r"shape \(e\.g\. '0\.weight': \(16, 8\) saved, \(32, 8\)",
+    ):
         run(mlp(hidden=32), train, val, epochs=2, checkpoint_dir=tmp_path)
     assert issubclass(CheckpointMismatchError, ValueError)
     with pytest.raises(CheckpointMismatchError, match="optimizer Adam .* this run uses SGD"):
@@ -366,12 +381,12 @@ class NaNAfter(nn.Module):
 def test_non_finite_loss_names_epoch_and_step(monkeypatch, sync_every):
     monkeypatch.setattr(T, "SYNC_EVERY", sync_every)
     train, val = make_data()
-    model = NaNAfter(n=len(train) + 3)                 # 3rd batch of the 2nd epoch
+    model = NaNAfter(n=len(train) + 3)  # 3rd batch of the 2nd epoch
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step 3 \(global step 9\)") as err:
         run(model, train, val, epochs=3)
     assert (err.value.epoch, err.value.step, err.value.global_step) == (2, 3, 9)
     assert len(err.value.history) == 1 and isinstance(err.value, ValueError)
-    assert torch.isfinite(model.linear.weight).all()    # best weights (epoch 1) put back
+    assert torch.isfinite(model.linear.weight).all()  # best weights (epoch 1) put back
 
 
 # -- evaluate ----------------------------------------------------------------------------------
@@ -391,9 +406,9 @@ def test_evaluate_against_hand_computation():
     n, k = 23, 7
     scores = rng.normal(size=(n, k)).astype(np.float32)
     labels = rng.integers(0, k, size=n)
-    labels[:3] = scores[:3].argmax(1)                     # some right for sure
+    labels[:3] = scores[:3].argmax(1)  # some right for sure
     model = Lookup(torch.from_numpy(scores))
-    loader = DataLoader(TensorDataset(torch.arange(n), torch.from_numpy(labels)), batch_size=5)   # uneven batches
+    loader = DataLoader(TensorDataset(torch.arange(n), torch.from_numpy(labels)), batch_size=5)  # uneven batches
     ev = evaluate(model, loader, device="cpu")
 
     order = np.argsort(-scores, axis=1)
@@ -419,8 +434,8 @@ def test_evaluate_top5_with_few_classes_and_mode_restored():
     train, val = make_data()
     model = mlp().train()
     ev = evaluate(model, val, device="cpu")
-    assert ev.top5 == 1.0                              # 4 classes: the true class is always among the top 4
-    assert model.training                              # the caller's mode is put back
+    assert ev.top5 == 1.0  # 4 classes: the true class is always among the top 4
+    assert model.training  # the caller's mode is put back
     model.eval()
     evaluate(model, val, device="cpu")
     assert not model.training
@@ -451,7 +466,7 @@ class CheckingRecorder:
         w = self.model[0].weight
         assert w.grad is not None and torch.isfinite(w.grad).all()
         if self.snapshot is not None:
-            assert not torch.equal(self.snapshot, w.detach())   # the previous step was applied after record
+            assert not torch.equal(self.snapshot, w.detach())  # the previous step was applied after record
         self.snapshot = w.detach().clone()
         self.steps.append(step)
 
@@ -463,8 +478,16 @@ def test_tracker_and_recorder_calls(tmp_path):
     train, val = make_data()
     model = mlp()
     tracker, recorder = FakeTracker(), CheckingRecorder(model)
-    hist = run(model, train, val, epochs=3, lr=1e-2, grad_recorder=recorder, tracker=tracker,
-               checkpoint_dir=tmp_path / "resnet-20")
+    hist = run(
+        model,
+        train,
+        val,
+        epochs=3,
+        lr=1e-2,
+        grad_recorder=recorder,
+        tracker=tracker,
+        checkpoint_dir=tmp_path / "resnet-20",
+    )
     assert recorder.steps == list(range(3 * len(train)))
     epoch_logs = [(s, m) for s, m in tracker.logs if "val/acc" in m]
     assert [s for s, _ in epoch_logs] == [6, 12, 18]
@@ -475,7 +498,7 @@ def test_tracker_and_recorder_calls(tmp_path):
     assert tracker.summaries["best_val_acc"] == hist.best_val_acc
     assert tracker.artifacts == [(tmp_path / "resnet-20" / "best.pt", "resnet-20-best", "model")]
     steps = [s for s, _ in tracker.logs]
-    assert steps == sorted(steps)                       # wandb needs non-decreasing steps
+    assert steps == sorted(steps)  # wandb needs non-decreasing steps
 
 
 def test_real_offline_wandb_tracker(tmp_path, monkeypatch):
@@ -550,9 +573,10 @@ def test_bf16_autocast_and_channels_last_paths_on_cpu():
     images = torch.randn(96, 3, 8, 8)
     labels = (images[:, 0].mean((1, 2)) > 0).long()
     loader = DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=True)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)
+    )
     hist = run(model, loader, loader, epochs=4, lr=1e-2, amp=True)
     assert all(math.isfinite(v) for v in hist["train_loss"])
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert all(p.dtype == torch.float32 for p in model.parameters())   # autocast leaves the weights fp32
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights fp32

@@ -122,8 +122,10 @@ class TwoLayerNet(Layer):
             raise ValueError(f"State keys {sorted(state)} do not match TwoLayerNet's {list(self.PARAM_NAMES)}.")
         for k in self.PARAM_NAMES:
             if np.shape(state[k]) != self.params[k].shape:
-                raise ValueError(f"Shape mismatch for {k!r}: the model has {self.params[k].shape}, "
-                                 f"the state has {np.shape(state[k])}.")
+                raise ValueError(
+                    f"Shape mismatch for {k!r}: the model has {self.params[k].shape}, "
+                    f"the state has {np.shape(state[k])}."
+                )
         for k in self.PARAM_NAMES:
             self.params[k][...] = state[k]
 

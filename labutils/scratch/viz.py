@@ -91,8 +91,8 @@ def plot_decision_boundary(
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"plot_decision_boundary needs 2-D points of shape (N, 2), got {x.shape}.")
-    scores: Callable[[np.ndarray], np.ndarray] = model if not hasattr(model, "forward") else (
-        lambda pts: predict(model, pts)
+    scores: Callable[[np.ndarray], np.ndarray] = (
+        model if not hasattr(model, "forward") else (lambda pts: predict(model, pts))
     )
     lo, hi = x.min(axis=0) - margin, x.max(axis=0) + margin
     xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
