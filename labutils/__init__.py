@@ -79,4 +79,6 @@ def get_device(prefer: str | None = None):
     return torch.device("cpu")
 
 
-__all__ = ["PROFILES", "check_profile", "default_profile", "pick", "seed_everything", "get_device"]
+from labutils.params import knobs  # noqa: E402  (after pick/check_profile, which it uses)
+
+__all__ = ["knobs", "PROFILES", "check_profile", "default_profile", "pick", "seed_everything", "get_device"]

@@ -1,0 +1,121 @@
+"""Small shared utilities, one of each: the repository root, atomic file writes, argument validation.
+
+Atomic writes go to a temporary file in the target's folder and are renamed over the target with
+``os.replace``, so a crash or an interrupt leaves the previous file intact, never half a file. The
+temporary's name carries the writer's process id (``.<name>.<pid>.<random>.tmp``): a writer killed
+outright (SIGKILL, power loss) cannot clean up after itself, so the next write to the same target
+removes the temporaries whose process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove ``.<name>.<pid>.*.tmp`` files next to ``path`` left by writers that no longer run.
+
+    Returns the removed paths. Temporaries of live processes (a concurrent writer) are kept.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2 :].split(".")
+        if not parts or not parts[0].isdigit() or _process_alive(int(parts[0])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """``with atomic_open(p, "w") as fh: ...`` writes ``p`` atomically (see the module docstring)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', not {mode!r}.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(fh)`` on a binary file handle and put the result at ``path`` atomically."""
+    with atomic_open(path, "wb") as fh:
+        write(fh)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """JSON with indentation and a final newline; NaN/inf are refused (they are not JSON)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = False) -> int | None:
+    """``value`` as an int if it is an integer >= ``minimum`` (None too with ``allow_none``), else one ValueError.
+
+    Booleans are refused: ``epochs=True`` is a mistake, not 1.
+    """
+    import numbers
+
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        accepted = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+        raise ValueError(f"{name}={value!r} is not possible: use {accepted}.")
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple | list) -> Any:
+    """``value`` if it is one of ``choices``, else one ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}: choose one of {', '.join(map(str, choices))}.")
+    return value
+
+
+__all__ = [
+    "REPO_ROOT",
+    "atomic_open",
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "clean_stale_temporaries",
+    "check_int",
+    "check_choice",
+]
