@@ -69,7 +69,9 @@ class Tracker:
             warnings.warn("wandb is not installed: tracking is off for this run.", stacklevel=2)
             self.mode = "disabled"
             return
-        wandb_dir = Path(dir or os.environ.get("WANDB_DIR") or Path(os.environ.get("LABS_RUNS", "runs")) / "wandb")
+        from labutils.results import runs_dir  # absolute: a notebook's working directory is notebooks/
+
+        wandb_dir = Path(dir or os.environ.get("WANDB_DIR") or runs_dir() / "wandb")
         wandb_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
