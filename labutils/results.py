@@ -7,6 +7,8 @@ A notebook records its numbers through one :class:`LabResults`:
 >>> res["xor_accuracy"] = 1.0                    # any JSON-able value
 >>> res.table("sin_mse", rows, caption="Test MSE of sin(x) fits")   # list of dicts
 >>> res.figure(fig, "activations")               # runs/01_numpy_mlp/activations.png
+>>> res.reference("xor_accuracy", 1.0, "XOR with 2 hidden units", source="Goodfellow et al. 2016, 6.1")
+>>> res.compare()                                # references beside this run's numbers (a DataFrame)
 >>> res.save()                                   # writes metrics.json
 
 Tests and the report read these files; nobody parses notebook text for numbers.
@@ -116,6 +118,7 @@ class LabResults:
         self.metrics: dict[str, Any] = {}
         self.tables: dict[str, dict[str, Any]] = {}
         self.figures: list[dict[str, str]] = []
+        self.references: list[dict[str, Any]] = []
         self._start = time.perf_counter()
         self.dir = runs_dir() / stem
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +159,25 @@ class LabResults:
         self.figures.append({"file": path.name, "caption": caption or name.replace("_", " ")})
         return path
 
+    # -- references ----------------------------------------------------------------------------
+    def reference(self, metric: str, value: Any, what: str, source: str) -> None:
+        """Record a number this lab compares with: ``metric`` is where this run's own number lives in the
+        metrics (a key, or a dotted path such as ``"accuracy_by_depth.plain.32"``), ``value`` the reference
+        (a number, or a ``(low, high)`` range), ``what`` what it measured and ``source`` where it comes from
+        (a paper, or a seed report such as "students of this lab, full profile")."""
+        if not isinstance(value, (int, float)) and not (isinstance(value, (list, tuple)) and len(value) == 2):
+            raise ValueError(f"Reference value {value!r} must be a number or a (low, high) range.")
+        if not what or not source:
+            raise ValueError("A reference needs both what it measured and its source.")
+        self.references = [r for r in self.references if r["metric"] != metric]
+        self.references.append({"metric": metric, "reference": to_jsonable(value), "what": what, "source": source})
+
+    def compare(self):
+        """The references beside this run's numbers, as a DataFrame (``measured`` is None until recorded)."""
+        import pandas as pd
+
+        return pd.DataFrame(reference_rows(self.as_dict()))
+
     # -- writing -------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +193,7 @@ class LabResults:
             "metrics": self.metrics,
             "tables": self.tables,
             "figures": self.figures,
+            "references": self.references,
         }
 
     def save(self) -> Path:
@@ -190,6 +213,31 @@ def load_metrics(stem: str, root: Path | None = None) -> dict[str, Any]:
             f"No results for {stem!r}: {path} does not exist. Run the notebook first (python -m labutils run {stem})."
         )
     return json.loads(path.read_text())
+
+
+def metric_at(metrics: dict[str, Any], path: str) -> Any:
+    """The value at a key or dotted path of a metrics dict (None if absent)."""
+    if path in metrics:
+        return metrics[path]
+    value: Any = metrics
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def reference_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per recorded reference: what, the reference, its source, and this run's number with its profile."""
+    return [
+        {
+            "what": r["what"],
+            "reference": r["reference"],
+            "source": r["source"],
+            f"this run ({m['profile']})": metric_at(m.get("metrics", {}), r["metric"]),
+        }
+        for r in m.get("references", [])
+    ]
 
 
 # -- the run report ----------------------------------------------------------------------------
@@ -248,6 +296,10 @@ def build_report(root: Path | None = None, failures: dict[str, str] | None = Non
         scalars = {k: v for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float, str, bool))}
         if scalars:
             out += [markdown_table([{"metric": k, "value": v} for k, v in scalars.items()]), ""]
+        if m.get("references"):
+            note = " (a synthetic stand-in: not comparable)" if m.get("synthetic_data") else ""
+            out += [f"**References beside this run, profile `{m['profile']}`{note}**", ""]
+            out += [markdown_table(reference_rows(m)), ""]
         for name, table in m.get("tables", {}).items():
             out += [f"**{table.get('caption') or name}**", "", markdown_table(table["rows"]), ""]
         for fig in m.get("figures", []):

@@ -104,3 +104,22 @@ def test_to_jsonable_handles_scalars_tensors_and_non_finite():
 def test_markdown_table_unions_columns_in_order():
     text = results.markdown_table([{"a": 1}, {"b": 0.123456, "a": 2}])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 |  |", "| 2 | 0.1235 |"]
+
+
+def test_references_are_saved_compared_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABS_RUNS", str(tmp_path))
+    from labutils.results import LabResults, build_report, load_metrics
+
+    res = LabResults("99_refs", profile="quick", seed=0)
+    res["accuracy_by_depth"] = {"plain": {"32": 0.25}}
+    res.reference("accuracy_by_depth.plain.32", 0.1135, "plain MLP, depth 32", source="students of this lab")
+    res.reference("missing", (0.35, 0.45), "linear probe", source="DLA lab 1")
+    table = res.compare()
+    assert list(table["reference"]) == [0.1135, [0.35, 0.45]]
+    assert list(table["this run (quick)"]) == [0.25, None]
+    res.save()
+    assert load_metrics("99_refs")["references"][0]["source"] == "students of this lab"
+    report = build_report().read_text()
+    assert "References beside this run, profile `quick`" in report and "| plain MLP, depth 32 | 0.1135 |" in report
+    with pytest.raises(ValueError, match="must be a number or a"):
+        res.reference("x", "high", "y", source="z")
