@@ -571,22 +571,33 @@ def _load(recipe: Recipe, key: str, folder: Path, dataset, device) -> RunResult:
 
 
 def run_all(
-    recipes: Iterable[Recipe], *, lab: str, profile: str | None = None, device=None, desc: str = "runs", progress=True
+    recipes: Mapping[Any, Recipe] | Iterable[Recipe],
+    *,
+    lab: str,
+    profile: str | None = None,
+    device=None,
+    desc: str = "runs",
+    progress: bool = True,
 ):
-    """:func:`run` every recipe in turn under one progress bar; returns ``{recipe.name: RunResult}``."""
+    """:func:`run` every recipe in turn under one progress bar.
+
+    ``recipes`` is a dict (returns a dict of :class:`RunResult` with the same keys, e.g. ``(depth, variant)``)
+    or a list (returns a list in the same order). Recipe names must be unique within the call.
+    """
     from tqdm.auto import tqdm
 
-    recipes = list(recipes)
-    names = [r.name for r in recipes]
+    keyed = isinstance(recipes, Mapping)
+    items = list(recipes.items()) if keyed else list(enumerate(recipes))
+    names = [r.name for _, r in items]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"Two recipes are named {dup!r}: give every run of a lab its own name.")
     out = {}
-    bar = tqdm(recipes, desc=desc, unit="run")
-    for recipe in bar:
+    bar = tqdm(items, desc=desc, unit="run")
+    for k, recipe in bar:
         bar.set_postfix_str(recipe.name)
-        out[recipe.name] = run(recipe, lab=lab, profile=profile, device=device, progress=progress)
-    return out
+        out[k] = run(recipe, lab=lab, profile=profile, device=device, progress=progress)
+    return out if keyed else list(out.values())
 
 
 __all__ = [

@@ -25,6 +25,7 @@ per ReLU module, the fraction of dead units on the last training batch before ea
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -527,7 +528,13 @@ def plot_layer_norms(
 
 
 def plot_norm_heatmap(
-    recorder: GradientRecorder | Mapping[str, Any], kind: str = "weight", ax=None, title: str | None = None
+    recorder: GradientRecorder | Mapping[str, Any],
+    kind: str = "weight",
+    ax=None,
+    title: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
 ):
     """Layer × step heatmap of ``log10`` gradient norms (or dead-ReLU fractions for ``kind="dead_relu"``).
 
@@ -564,6 +571,8 @@ def plot_norm_heatmap(
         aspect="auto",
         interpolation="nearest",
         cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
         extent=(steps[0] - 0.5, steps[-1] + 0.5, len(layers) - 0.5, -0.5),
     )
     if kind != "dead_relu" and np.any(raw == 0):
@@ -576,7 +585,8 @@ def plot_norm_heatmap(
             cmap=ListedColormap(["black"]),
             extent=image.get_extent(),
         )
-    fig.colorbar(image, ax=ax, label=label)
+    if colorbar:
+        fig.colorbar(image, ax=ax, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input at top)")
     if len(layers) <= 20:
@@ -585,7 +595,51 @@ def plot_norm_heatmap(
         ax.set_title(title)
     fig.tight_layout()
     zero = raw == 0 if kind != "dead_relu" else np.zeros_like(raw, dtype=bool)
-    return fig, {"values": values, "zero": zero, "steps": steps, "layers": list(layers)}
+    return fig, {"values": values, "zero": zero, "steps": steps, "layers": list(layers), "label": label}
+
+
+def plot_norm_heatmaps(records: Mapping[str, Any], kind: str = "weight", title: str | None = None):
+    """:func:`plot_norm_heatmap` of several runs side by side on ONE colour scale with one colour bar, so equal
+    colours mean equal norms across panels (e.g. plain vs residual).
+
+    ``records``: ``{label: recorder or its history}``. Returns ``(fig, data)`` with ``data[label]`` each panel's
+    data and ``data["scale"] = (vmin, vmax)``, the common colour range.
+    """
+    import matplotlib.pyplot as plt
+
+    if not records:
+        raise ValueError("plot_norm_heatmaps needs at least one {label: recorder}.")
+    histories = {k: (r.history if hasattr(r, "history") else r) for k, r in records.items()}
+    finite = []
+    for h in histories.values():
+        raw = np.asarray(h[kind], float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shown = raw if kind == "dead_relu" else np.where(raw > 0, np.log10(raw), np.nan)
+        finite.append(shown[np.isfinite(shown)])
+    pooled = np.concatenate(finite) if finite else np.zeros(0)
+    vmin, vmax = (float(pooled.min()), float(pooled.max())) if pooled.size else (None, None)
+    height = max(3.0, 0.5 + min(8, 0.12 * max(len(h["layers"]) for h in histories.values()) + 2))
+    fig, axes = plt.subplots(1, len(histories), figsize=(5.6 * len(histories) + 1.2, height), squeeze=False)
+    data: dict[str, Any] = {}
+    for ax, (label, h) in zip(axes[0], histories.items()):
+        _, data[label] = plot_norm_heatmap(h, kind=kind, ax=ax, title=label, vmin=vmin, vmax=vmax, colorbar=False)
+    fig.colorbar(axes[0][0].images[0], ax=list(axes[0]), label=next(iter(data.values()))["label"])
+    if title:
+        fig.suptitle(title)
+    data["scale"] = (vmin, vmax)
+    return fig, data
+
+
+def dead_fraction_by_layer(recorder: GradientRecorder | Mapping[str, Any], last: int = 20) -> dict[str, float]:
+    """``{ReLU name: mean dead-unit fraction over the last ``last`` recorded steps}`` (NaN steps ignored)."""
+    h = recorder.history if hasattr(recorder, "history") else recorder
+    dead = np.asarray(h["dead_relu"], float)
+    if not len(dead):
+        raise ValueError("Nothing recorded yet: dead-ReLU fractions come from a recorder that saw training steps.")
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a ReLU never seen in the window: NaN, not a warning
+        means = np.nanmean(dead[-last:], axis=0)
+    return {name: float(v) for name, v in zip(h["relu_layers"], means)}
 
 
 def plot_grad_histograms(

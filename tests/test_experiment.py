@@ -185,3 +185,13 @@ def test_recipe_is_saved_beside_the_run(runs):
     saved = json.loads(Path(result.dir / experiment.RECIPE_FILE).read_text())
     assert saved["key"] == result.key and saved["recipe"]["model"] == "labutils.models.MLP"
     assert saved["recipe"]["lr"] == 3e-3 and saved["dataset"]["name"] == "mnist"
+
+
+def test_run_all_keeps_the_keys_or_the_order_and_refuses_duplicate_names(runs):
+    recipes = {("a", 1): tiny("a", epochs=1), ("b", 2): tiny("b", epochs=1, lr=1e-3)}
+    out = experiment.run_all(recipes, lab="lab", profile="quick", progress=False)
+    assert list(out) == [("a", 1), ("b", 2)] and out["b", 2].recipe.lr == 1e-3
+    listed = experiment.run_all(list(recipes.values()), lab="lab", profile="quick", progress=False)
+    assert [r.name for r in listed] == ["a", "b"] and all(r.loaded for r in listed)
+    with pytest.raises(ValueError, match="Two recipes are named 'a'"):
+        experiment.run_all([tiny("a"), tiny("a", lr=0.1)], lab="lab", profile="quick")
