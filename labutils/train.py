@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from labutils.plots import confusion_matrix, plot_histories
 from labutils.results import to_jsonable
 from labutils.util import atomic_write, atomic_write_json, check_int, state_mismatch
 
@@ -626,7 +627,7 @@ def evaluate(
         raise ValueError("evaluate() needs class scores of shape (N, K) and integer labels of shape (N,).")
     preds_np = torch.cat(preds).numpy().astype(np.int64)
     targets_np = torch.cat(targets).numpy().astype(np.int64)
-    confusion = np.bincount(targets_np * k + preds_np, minlength=k * k).reshape(k, k).astype(np.int64)
+    confusion = confusion_matrix(targets_np, preds_np, k)
     return Evaluation(loss=loss, top1=top1, top5=top5, confusion=confusion, predictions=preds_np, targets=targets_np)
 
 
@@ -1059,44 +1060,6 @@ def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) ->
     if callable(latest):  # GradientRecorder: {"weight": {layer: norm}, "bias": {...}, "dead_relu": {...}}
         _flat_numbers("gradflow", latest(), metrics)
     tracker.log(metrics, step=global_step)
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-def plot_histories(
-    histories: Mapping[str, History],
-    metrics: Iterable[str] = ("train_loss", "val_acc"),
-    *,
-    title: str | None = None,
-    logy: Iterable[str] = (),
-):
-    """Curves of several runs side by side, one panel per metric (x = epoch).
-
-    Returns ``(fig, data)`` with ``data[metric][label]`` = the list of values drawn.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    metrics, logy = list(metrics), set(logy)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
-    data: dict[str, dict[str, list[float]]] = {m: {} for m in metrics}
-    for ax, metric in zip(axes[0], metrics):
-        for label, hist in histories.items():
-            values = hist[metric]
-            data[metric][label] = values
-            ax.plot(hist["epoch"], values, marker="o", ms=3, label=label)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric.replace("_", " "))
-        if metric in logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig, data
 
 
 __all__ = [

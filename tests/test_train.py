@@ -759,3 +759,24 @@ def test_train_one_epoch_is_the_textbook_loop():
     assert_same_weights(model, ref)
     assert step == 10 + len(train)
     assert loss == pytest.approx(total / N_TRAIN, rel=1e-6) and acc == correct / N_TRAIN
+
+
+def test_one_plot_histories_for_torch_and_scratch_histories():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from labutils.plots import plot_histories
+    from labutils.scratch import viz
+
+    assert T.plot_histories is plot_histories and viz.plot_histories is plot_histories
+    train, val = make_data()
+    torch_run = run(mlp(), train, val, epochs=2)
+    scratch_run = {"train_loss": [2.0, 1.0, 0.5], "val_acc": [0.3, 0.6, 0.7]}
+    fig, data = plot_histories({"torch": torch_run, "scratch": scratch_run}, log_loss=True)
+    assert data["train_loss"] == {"torch": torch_run["train_loss"], "scratch": [2.0, 1.0, 0.5]}
+    assert data["val_acc"]["scratch"] == [0.3, 0.6, 0.7]
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="History 'torch' has no 'lr_max'"):
+        plot_histories({"torch": torch_run}, metrics=["lr_max"])
+    with pytest.raises(ValueError, match="History 'scratch' has no 'lr'"):
+        plot_histories({"scratch": scratch_run}, metrics=["lr"])
