@@ -109,6 +109,14 @@ def check_choice(name: str, value: Any, choices: tuple | list) -> Any:
     return value
 
 
+def _shape(value: Any) -> tuple[int, ...]:
+    if hasattr(value, "shape"):
+        return tuple(value.shape)
+    import numpy as np  # nested lists
+
+    return tuple(np.shape(value))
+
+
 def state_mismatch(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any]) -> str | None:
     """Compare a saved state (``{name: array or tensor}``) with a model's ``{name: shape}``.
 
@@ -118,7 +126,7 @@ def state_mismatch(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, 
     """
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [(k, tuple(state[k].shape), tuple(s)) for k, s in expected.items() if k in state]
+    wrong = [(k, _shape(state[k]), tuple(s)) for k, s in expected.items() if k in state]
     wrong = [w for w in wrong if w[1] != w[2]]
     parts = []
     if wrong:
