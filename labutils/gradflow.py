@@ -84,6 +84,139 @@ def dead_fraction(out: torch.Tensor) -> float:
     return float((unit_maxima(out) <= 0).float().mean())
 
 
+class ReferenceGradientRecorder:
+    """The readable definition of what :class:`GradientRecorder` measures, one layer at a time.
+
+    After every backward pass, ``record(step)`` stores per layer ``‖∂L/∂W‖₂ = p.grad.norm()`` of the
+    weight and of the bias (NaN without a bias or without a gradient), and per ReLU module the fraction
+    of its units that were zero for the whole last training batch (a forward hook computes it with
+    :func:`dead_fraction`). Same arguments, ``history``, ``latest``, ``at``, ``attach``/``detach`` and
+    context manager as :class:`GradientRecorder`, which computes the same numbers in batched device
+    operations (tests check the two agree); read this one to see what is measured.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+        relu_types: Sequence[type[nn.Module]] = RELU_LAYERS,
+        every: int = 1,
+    ):
+        self.every = _check_every(every)
+        self.layers = _measured_layers(model, layer_types)
+        self.layer_names = [name for name, _ in self.layers]
+        self.relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
+        self.relu_names = [name for name, _ in self.relus]
+        self.dead_now: dict[str, float] = {}  # ReLU name -> dead fraction on the last training batch
+        self.rows: dict[str, list] = {"steps": [], "weight": [], "bias": [], "dead_relu": []}
+        self._handles: list[Any] = []
+
+    def attach(self) -> ReferenceGradientRecorder:
+        if not self._handles:
+            for name, module in self.relus:
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if torch.is_grad_enabled():  # training passes only: evaluation runs without gradients
+                self.dead_now[name] = dead_fraction(output)
+
+        return hook
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    __enter__ = attach
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    @torch.no_grad()
+    def record(self, step: int) -> bool:
+        if step % self.every:
+            self.dead_now.clear()
+            return False
+
+        def norm(p) -> float:
+            return math.nan if p is None or p.grad is None else float(p.grad.float().norm())
+
+        self.rows["steps"].append(step)
+        self.rows["weight"].append([norm(m.weight) for _, m in self.layers])
+        self.rows["bias"].append([norm(_trainable_bias(m)) for _, m in self.layers])
+        self.rows["dead_relu"].append([self.dead_now.get(name, math.nan) for name in self.relu_names])
+        self.dead_now.clear()
+        return True
+
+    def __len__(self) -> int:
+        return len(self.rows["steps"])
+
+    @property
+    def history(self) -> dict[str, Any]:
+        n_s, n_l, n_r = len(self), len(self.layer_names), len(self.relu_names)
+        return {
+            "steps": np.asarray(self.rows["steps"], dtype=np.int64),
+            "layers": list(self.layer_names),
+            "weight": np.asarray(self.rows["weight"], dtype=np.float64).reshape(n_s, n_l),
+            "bias": np.asarray(self.rows["bias"], dtype=np.float64).reshape(n_s, n_l),
+            "relu_layers": list(self.relu_names),
+            "dead_relu": np.asarray(self.rows["dead_relu"], dtype=np.float64).reshape(n_s, n_r),
+        }
+
+    def latest(self) -> dict[str, dict[str, float]]:
+        return _latest(self.history)
+
+    def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:
+        return _at(self.history, step, kind)
+
+
+def _check_every(every: int) -> int:
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive integer (record every n-th step), got {every!r}.")
+    return every
+
+
+def _measured_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]) -> list[tuple[str, nn.Module]]:
+    layers = weight_layers(model, layer_types)
+    if not layers:
+        kinds = ", ".join(t.__name__ for t in layer_types)
+        raise ValueError(f"The model has no trainable layers of type {kinds} to record gradients of.")
+    return layers
+
+
+def _trainable_bias(module: nn.Module) -> nn.Parameter | None:
+    b = getattr(module, "bias", None)
+    return b if isinstance(b, nn.Parameter) and b.requires_grad else None
+
+
+def _latest(h: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The last row of a history as ``{kind: {name: value}}``, non-finite values left out."""
+    if not len(h["steps"]):
+        return {"weight": {}, "bias": {}, "dead_relu": {}}
+    out = {}
+    for kind, names in (("weight", h["layers"]), ("bias", h["layers"]), ("dead_relu", h["relu_layers"])):
+        out[kind] = {name: float(v) for name, v in zip(names, h[kind][-1]) if np.isfinite(v)}
+    return out
+
+
+def _at(h: Mapping[str, Any], step: int | None, kind: str) -> dict[str, float]:
+    if kind not in ("weight", "bias", "dead_relu"):
+        raise ValueError(f"Unknown kind {kind!r}: choose weight, bias or dead_relu.")
+    if not len(h["steps"]):
+        raise ValueError("Nothing recorded yet: call record(step) after a backward pass.")
+    if step is None:
+        i = -1
+    else:
+        hits = np.nonzero(h["steps"] == step)[0]
+        if not len(hits):
+            raise ValueError(f"Step {step} was not recorded; recorded steps run {h['steps'][0]}…{h['steps'][-1]}.")
+        i = int(hits[-1])
+    names = h["relu_layers"] if kind == "dead_relu" else h["layers"]
+    return {name: float(v) for name, v in zip(names, h[kind][i])}
+
+
 class GradientRecorder:
     """Records per-layer gradient L2 norms (weights and biases) and dead-ReLU fractions during training.
 
@@ -124,14 +257,9 @@ class GradientRecorder:
         relu_types: Sequence[type[nn.Module]] = RELU_LAYERS,
         every: int = 1,
     ):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer (record every n-th step), got {every!r}.")
-        layers = weight_layers(model, layer_types)
-        if not layers:
-            kinds = ", ".join(t.__name__ for t in layer_types)
-            raise ValueError(f"The model has no trainable layers of type {kinds} to record gradients of.")
+        layers = _measured_layers(model, layer_types)
         self.model = model
-        self.every = every
+        self.every = _check_every(every)
         self.layer_names = [name for name, _ in layers]
         # The measured parameters, fixed once: every weight, then every trainable bias. A recorded step
         # stores their norms as one row (in `order` below); the layer tables (NaN for layers without a
@@ -389,20 +517,7 @@ class GradientRecorder:
 
     def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:
         """``{layer: value}`` of one recorded step (default the last); ``kind`` = weight, bias or dead_relu."""
-        if kind not in ("weight", "bias", "dead_relu"):
-            raise ValueError(f"Unknown kind {kind!r}: choose weight, bias or dead_relu.")
-        h = self.history
-        if not len(h["steps"]):
-            raise ValueError("Nothing recorded yet: call record(step) after a backward pass.")
-        if step is None:
-            i = -1
-        else:
-            hits = np.nonzero(h["steps"] == step)[0]
-            if not len(hits):
-                raise ValueError(f"Step {step} was not recorded; recorded steps run {h['steps'][0]}…{h['steps'][-1]}.")
-            i = int(hits[-1])
-        names = h["relu_layers"] if kind == "dead_relu" else h["layers"]
-        return {name: float(v) for name, v in zip(names, h[kind][i])}
+        return _at(self.history, step, kind)
 
 
 def layer_grad_norms(
@@ -429,7 +544,7 @@ def layer_grad_norms(
     model.zero_grad(set_to_none=True)
     try:
         loss_fn(model(x), y).backward()
-        recorder = GradientRecorder(model, layer_types=layer_types, relu_types=())
+        recorder = ReferenceGradientRecorder(model, layer_types=layer_types, relu_types=())
         recorder.record(0)
         return recorder.at(0, kind)
     finally:
@@ -468,7 +583,7 @@ def first_last_ratio(norms: Mapping[str, float]) -> float:
 # --------------------------------------------------------------------------------------------
 def _as_curves(norms) -> dict[str, tuple[list[str], np.ndarray]]:
     """Normalise the inputs of :func:`plot_layer_norms` to ``{label: (layer names, values)}``."""
-    if isinstance(norms, GradientRecorder):
+    if isinstance(norms, (GradientRecorder, ReferenceGradientRecorder)):
         norms = norms.at()
     if isinstance(norms, Mapping) and norms and all(isinstance(v, Mapping) for v in norms.values()):
         return {str(label): (list(c), np.asarray(list(c.values()), float)) for label, c in norms.items()}
@@ -547,7 +662,7 @@ def plot_norm_heatmap(
 
     if kind not in ("weight", "bias", "dead_relu"):
         raise ValueError(f"Unknown kind {kind!r}: choose weight, bias or dead_relu.")
-    h = recorder.history if isinstance(recorder, GradientRecorder) else recorder
+    h = recorder.history if isinstance(recorder, (GradientRecorder, ReferenceGradientRecorder)) else recorder
     steps = np.asarray(h["steps"])
     if not len(steps):
         raise ValueError("Nothing recorded yet: train with the recorder (record(step) after backward) first.")
@@ -705,6 +820,7 @@ def plot_grad_histograms(
 
 __all__ = [
     "GradientRecorder",
+    "ReferenceGradientRecorder",
     "layer_grad_norms",
     "grad_norms_at_init",
     "first_last_ratio",

@@ -28,7 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from labutils.util import REPO_ROOT, atomic_write_json
+
 METRICS_FILE = "metrics.json"
 _VERSIONED = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "wandb")
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -198,11 +199,7 @@ class LabResults:
 
     def save(self) -> Path:
         """Write ``metrics.json`` atomically and return its path."""
-        path = self.dir / METRICS_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(self.dir / METRICS_FILE, self.as_dict())
 
 
 def load_metrics(stem: str, root: Path | None = None) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,11 +41,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from labutils.plots import confusion_matrix, plot_histories
+from labutils.results import to_jsonable
+from labutils.util import atomic_write, atomic_write_json, check_int, state_mismatch
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "step", "cosine", "onecycle")
 SYNC_EVERY = 50  # steps between device -> host reads of the running loss/accuracy
 POSTFIX_EVERY_S = 0.5  # least seconds between progress-bar loss/accuracy updates
-CHECKPOINT_FORMAT = 1
+DIVERGENCE_FACTOR = 1e3  # a batch loss above this many times the first one ...
+DIVERGENCE_FLOOR = 100.0  # ... and above this value means the run diverged (see LossGuard)
+CHECKPOINT_FORMAT = 2  # 2: one schema for last.pt and best.pt, with the architecture and module structure
 LAST, BEST = "last.pt", "best.pt"
 
 
@@ -54,9 +59,20 @@ class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite. ``.epoch``/``.step`` say where; ``.history`` holds the
     epochs completed before it happened."""
 
-    def __init__(self, message: str, *, epoch: int, step: int, global_step: int, history: History):
+    def __init__(self, message: str, *, epoch: int, step: int, global_step: int, history: History | None = None):
         super().__init__(message)
         self.epoch, self.step, self.global_step, self.history = epoch, step, global_step, history
+
+    def with_history(self, history: History) -> NonFiniteLossError:
+        """The same error with the history of the finished epochs and a word on the weights the model holds."""
+        kept = f" The model holds the best weights (epoch {history.best_epoch})." if history.best_epoch else ""
+        return type(self)(
+            str(self) + kept, epoch=self.epoch, step=self.step, global_step=self.global_step, history=history
+        )
+
+
+class DivergedLossError(NonFiniteLossError):
+    """The training loss exploded far above where it started (see :class:`LossGuard` for the rule)."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -257,36 +273,153 @@ def _scheduler_name(scheduler) -> str | None:
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
+    """``torch.save`` through :func:`labutils.util.atomic_write`: a crash or an interrupt while writing
+    leaves the previous file intact, and temporaries of killed writers are removed."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
-    A crash or an interrupt while writing leaves the previous file intact, never half a file.
+
+def module_structure(model: nn.Module) -> list[str]:
+    """The class name of every module, in ``model.modules()`` order: a cheap fingerprint that tells
+    architectures apart whose parameters have the same names and shapes (a plain and a residual MLP)."""
+    return [type(m).__name__ for m in model.modules()]
+
+
+def check_architecture(
+    ckpt: Mapping[str, Any], model: nn.Module, architecture: Mapping[str, Any] | None, *, source: str
+) -> None:
+    """Refuse a checkpoint saved from another architecture: one :class:`CheckpointMismatchError`.
+
+    Compared in turn: the ``architecture`` descriptions (when the run gives one or the checkpoint holds
+    one), the model's class name, the names and shapes of the weights, and the :func:`module_structure`
+    fingerprint.
+    """
+    saved_arch = ckpt.get("architecture")
+    arch = None if architecture is None else to_jsonable(dict(architecture))
+    if (saved_arch is not None or arch is not None) and saved_arch != arch:
+        raise CheckpointMismatchError(
+            f"{source} was saved from the architecture {_describe(saved_arch)}, but this run builds "
+            f"{_describe(arch)}; build the same model, or start afresh (resume=False or a new checkpoint_dir)."
+        )
+    saved_class, saved_structure = ckpt.get("model_class"), ckpt.get("structure")
+    if saved_class is not None and saved_class != type(model).__name__:
+        raise CheckpointMismatchError(
+            f"{source} was saved from a {saved_class}, not from this {type(model).__name__}; build the same "
+            "model, or start afresh (resume=False or a new checkpoint_dir)."
+        )
+    if isinstance(ckpt.get("model"), Mapping):  # names and shapes first: the most telling difference
+        _check_state(model, ckpt["model"], source=source, saved_class=saved_class)
+    structure = module_structure(model)
+    if saved_structure is not None and list(saved_structure) != structure:
+        i = next((i for i, (a, b) in enumerate(zip(saved_structure, structure)) if a != b), None)
+        i = min(len(saved_structure), len(structure)) if i is None else i
+        saved_at = saved_structure[i] if i < len(saved_structure) else "nothing"
+        now_at = structure[i] if i < len(structure) else "nothing"
+        raise CheckpointMismatchError(
+            f"{source} was saved from a {saved_class} built from other modules than this one (module {i} is "
+            f"{saved_at} there, {now_at} here): e.g. a plain and a residual network with the same weight "
+            "shapes; build the same model, or start afresh (resume=False or a new checkpoint_dir)."
+        )
+
+
+def _describe(architecture: Mapping[str, Any] | None) -> str:
+    return "(not recorded)" if architecture is None else json.dumps(architecture, sort_keys=True)
+
+
+def save_training_state(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    epoch: int,
+    val_acc: float | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
+    architecture: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint (the one schema of ``last.pt`` and ``best.pt``) atomically; returns the path.
+
+    Always: ``format``, ``model_class``, ``structure`` (:func:`module_structure`), ``architecture``
+    (the caller's JSON-able description, or None), ``model`` (``weights``, default the model's own
+    state), ``epoch`` and ``val_acc``. ``training`` adds what a resumed run needs (``last.pt`` only):
+    optimizer, scheduler, their names, planned epochs, global step, early-stopping state, the
+    history, the loss at the first step and every random-number-generator state.
+    """
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "model_class": type(model).__name__,
+        "structure": module_structure(model),
+        "architecture": None if architecture is None else to_jsonable(dict(architecture)),
+        "model": model.state_dict() if weights is None else weights,
+        "epoch": epoch,
+        "val_acc": val_acc,
+        "training": None if training is None else dict(training),
+    }
+    return atomic_save(ckpt, path)
+
+
+def load_training_state(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    *,
+    epochs: int,
+    loader,
+    architecture: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Restore a ``last.pt`` written by :func:`fit`: weights, optimizer, scheduler and RNG states.
+
+    Refuses (``CheckpointMismatchError``) another architecture, optimizer, scheduler, or a schedule
+    planned for another number of epochs. Returns the checkpoint's ``training`` dict.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    ckpt = load_checkpoint(path, model, architecture=architecture)  # on CPU: RNG states must stay CPU tensors
+    state = ckpt.get("training")
+    if state is None:
+        raise CheckpointMismatchError(f"{path} is not a training checkpoint (last.pt) written by labutils.train.fit.")
+    opt_name, sched_name = type(optimizer).__name__, _scheduler_name(scheduler)
+    if state["optimizer_name"] != opt_name or state["scheduler_name"] != sched_name:
+        raise CheckpointMismatchError(
+            f"{path} was written by a run with optimizer {state['optimizer_name']} and scheduler "
+            f"{state['scheduler_name']}, but this run uses {opt_name} and {sched_name}; use the same set-up "
+            "to resume, or start afresh (resume=False or a new checkpoint_dir)."
+        )
+    if sched_name in ("CosineAnnealingLR", "OneCycleLR") and state["epochs"] != epochs:
+        raise CheckpointMismatchError(
+            f"{path} was written by a run planned for {state['epochs']} epochs with the {sched_name} schedule, "
+            f"whose shape depends on that number; resume with epochs={state['epochs']} or start afresh."
+        )
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"], loader)
+    return state
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`fit` with ``weights_only=True``.
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    architecture: Mapping[str, Any] | None = None,
+    map_location="cpu",
+) -> dict:
+    """Read a checkpoint written by :func:`fit` with ``weights_only=True``; returns the checkpoint dict.
 
-    With ``model``, its weights are checked against the model (one :class:`CheckpointMismatchError`
-    naming the first differences) and loaded into it. Returns the checkpoint dict.
+    With ``model``, the checkpoint is checked against it (:func:`check_architecture`, then names and
+    shapes of the weights: one :class:`CheckpointMismatchError` naming the first differences) and its
+    weights are loaded into it.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}.")
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT} written by labutils.train.fit (an older "
+            "version or another program wrote it); start afresh (resume=False or a new checkpoint_dir)."
+        )
     if model is not None:
-        state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
-        load_state_checked(model, state, source=str(path), saved_class=ckpt.get("model_class"))
+        check_architecture(ckpt, model, architecture, source=str(path))
+        model.load_state_dict(ckpt["model"])
     return ckpt
 
 
@@ -297,31 +430,20 @@ def load_state_checked(
     source: str = "the checkpoint",
     saved_class: str | None = None,
 ) -> None:
-    """``model.load_state_dict(state)`` with one clear error when the architectures differ."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        (k, tuple(state[k].shape), tuple(v.shape))
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            k, saved, now = wrong[0]
-            parts.append(f"{len(wrong)} tensor(s) differ in shape (e.g. {k!r}: {saved} saved, {now} in the model)")
-        if missing:
-            parts.append(f"{len(missing)} are missing from it (e.g. {missing[0]!r})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} are not in the model (e.g. {unexpected[0]!r})")
+    """``model.load_state_dict(state)`` with one clear error when the names or shapes differ."""
+    _check_state(model, state, source=source, saved_class=saved_class)
+    model.load_state_dict(state)
+
+
+def _check_state(model: nn.Module, state: Mapping[str, Any], *, source: str, saved_class: str | None) -> None:
+    problem = state_mismatch({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
+    if problem:
         origin = f" (saved from a {saved_class})" if saved_class else ""
         raise CheckpointMismatchError(
-            f"{source}{origin} does not match this {type(model).__name__}: {'; '.join(parts)}. It was saved from "
+            f"{source}{origin} does not match this {type(model).__name__}: {problem}. It was saved from "
             "a different architecture, depth or width; build the same model, or start afresh (resume=False or a "
             "new checkpoint_dir)."
         )
-    model.load_state_dict(state)
 
 
 def _loader_generators(loader) -> list[torch.Generator]:
@@ -386,8 +508,6 @@ def save_backbone(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, 
     "dataset": info.as_dict(), "synthetic": info.synthetic, "test_acc": 0.91}``;
     ``model_kwargs`` is what :func:`load_backbone` passes to the model factory.
     """
-    from labutils.results import to_jsonable
-
     meta = to_jsonable(dict(meta))
     meta.setdefault("model_class", type(model).__name__)
     meta.setdefault("num_parameters", sum(p.numel() for p in model.parameters()))
@@ -401,10 +521,7 @@ def save_backbone(model: nn.Module, path: str | os.PathLike, meta: Mapping[str, 
         },
         path,
     )
-    side = path.with_suffix(".json")
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, side)
+    atomic_write_json(path.with_suffix(".json"), meta)
     return path
 
 
@@ -454,8 +571,9 @@ def _counts_correct(out: torch.Tensor, y: torch.Tensor) -> bool:
     return out.ndim == 2 and y.ndim == 1 and not y.is_floating_point()
 
 
-def _eval_pass(model, loader, *, loss_fn, device, amp, mover, full: bool):
+def _eval_pass(model, loader, *, loss_fn, device, amp, full: bool):
     """One pass without gradients; returns (loss, top1, topk, num_classes, preds, targets) (lists empty unless full)."""
+    mover = _Mover(device, channels_last=device.type == "cuda" and _has_conv(model))
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -502,15 +620,14 @@ def evaluate(
     device = torch.device(device) if device is not None else get_device()
     model.to(device)
     amp = device.type == "cuda" if amp is None else bool(amp)
-    mover = _Mover(device, channels_last=device.type == "cuda" and _has_conv(model))
     loss, top1, top5, k, preds, targets = _eval_pass(
-        model, loader, loss_fn=loss_fn or nn.CrossEntropyLoss(), device=device, amp=amp, mover=mover, full=True
+        model, loader, loss_fn=loss_fn or nn.CrossEntropyLoss(), device=device, amp=amp, full=True
     )
     if k is None:
         raise ValueError("evaluate() needs class scores of shape (N, K) and integer labels of shape (N,).")
     preds_np = torch.cat(preds).numpy().astype(np.int64)
     targets_np = torch.cat(targets).numpy().astype(np.int64)
-    confusion = np.bincount(targets_np * k + preds_np, minlength=k * k).reshape(k, k).astype(np.int64)
+    confusion = confusion_matrix(targets_np, preds_np, k)
     return Evaluation(loss=loss, top1=top1, top5=top5, confusion=confusion, predictions=preds_np, targets=targets_np)
 
 
@@ -540,6 +657,218 @@ def _artifact_name(checkpoint_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{checkpoint_dir.name or 'run'}-best").strip("-")
 
 
+# --------------------------------------------------------------------------------------------
+# Early stopping and the loss guard
+# --------------------------------------------------------------------------------------------
+class EarlyStopping:
+    """Remembers the best weights by validation accuracy and says when ``patience`` epochs went by without
+    improvement (``patience=None``: never, the best weights are still kept).
+
+    >>> stopper = EarlyStopping(patience=5)
+    >>> improved = stopper.update(epoch, val_acc, model)   # True: a new best, its weights copied to the CPU
+    >>> stopper.should_stop                                # bad_epochs >= patience
+    """
+
+    def __init__(self, patience: int | None):
+        self.patience = patience
+        self.best_acc: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, val_acc: float, model: nn.Module) -> bool:
+        if self.best_acc is None or val_acc > self.best_acc:
+            self.best_acc, self.best_epoch, self.bad_epochs = val_acc, epoch, 0
+            self.best_state = _cpu_state(model)
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def restore_best(self, model: nn.Module) -> None:
+        """Put the best weights back into ``model`` (nothing happens before the first epoch)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        # the best weights are the model's own when the best epoch is the last one: not stored twice
+        best = None if self.best_epoch == epoch else self.best_state
+        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "best": best}
+
+    def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        self.best_acc, self.best_epoch, self.bad_epochs = state["best_acc"], state["best_epoch"], state["bad_epochs"]
+        self.best_state = state["best"] if state["best"] is not None else _cpu_state(model)
+
+
+class LossGuard:
+    """Stops training when the loss is NaN/inf or has diverged, naming the epoch and step.
+
+    Diverged means: a batch's training loss is above both ``DIVERGENCE_FACTOR`` (1000) times the loss of
+    the run's first batch and ``DIVERGENCE_FLOOR`` (100). Normal training, however noisy, stays far
+    below: a cross-entropy starts near ``ln K`` (2.3 for 10 classes) and a loss of 2300 means logits
+    thousands apart on the true class; the floor keeps a run that starts near 0 (a fine-tuned model)
+    from stopping at a loss that is merely poor. Checked on the host at every read-back, so it costs
+    nothing per step. ``initial_loss`` is saved in ``last.pt`` so a resumed run uses the same limit.
+    """
+
+    def __init__(self, initial_loss: float | None = None):
+        self.initial_loss = initial_loss
+
+    @property
+    def limit(self) -> float:
+        if self.initial_loss is None:
+            return math.inf
+        return max(DIVERGENCE_FACTOR * abs(self.initial_loss), DIVERGENCE_FLOOR)
+
+    def check(self, losses: torch.Tensor, *, epoch: int, first_step: int, first_global_step: int) -> None:
+        """``losses``: (B,) host losses of consecutive steps, the first being ``first_step`` of ``epoch``."""
+        if self.initial_loss is None and len(losses) and math.isfinite(float(losses[0])):
+            self.initial_loss = float(losses[0])
+        bad = (~torch.isfinite(losses)) | (losses > self.limit)
+        if not bad.any():
+            return
+        i = int(bad.nonzero()[0])
+        value, step, global_step = float(losses[i]), first_step + i, first_global_step + i
+        where = f"at epoch {epoch}, step {step} (global step {global_step})"
+        if math.isfinite(value):
+            raise DivergedLossError(
+                f"The training loss exploded to {value:.3g} {where}, above {DIVERGENCE_FACTOR:g} times its first "
+                f"value {self.initial_loss:.3g}; training stopped. Try a learning rate 10-100 times lower, "
+                "gradient clipping, or normalisation layers.",
+                epoch=epoch,
+                step=step,
+                global_step=global_step,
+            )
+        raise NonFiniteLossError(
+            f"The training loss became {value} {where}; training stopped. Try a lower learning rate, check the "
+            "data for NaN/inf, or add normalisation.",
+            epoch=epoch,
+            step=step,
+            global_step=global_step,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+class _RunningMetrics:
+    """Loss and correct predictions of one epoch. Per batch they stay on the device; :meth:`read_back`
+    copies the batches added since the last read to the host in one transfer."""
+
+    def __init__(self):
+        self.losses: list[torch.Tensor] = []
+        self.corrects: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+        self.loss_sum, self.correct, self.seen, self.steps_read = 0.0, 0.0, 0, 0
+        self.counts_acc: bool | None = None  # (N, K) scores and (N,) integer labels: accuracy makes sense
+        self.shown_at = -math.inf  # when the progress bar's numbers were last updated (perf_counter)
+
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        if self.counts_acc is None:
+            self.counts_acc = _counts_correct(out, y)
+        self.losses.append(loss.detach())
+        self.corrects.append((out.detach().argmax(dim=1) == y).sum() if self.counts_acc else loss.new_zeros(()))
+        self.sizes.append(y.shape[0])
+
+    def read_back(self) -> tuple[torch.Tensor, int]:
+        """``((B,) float32 host losses of the batches since the last read, epoch step of the first)``."""
+        n, first_step = len(self.losses), self.steps_read + 1
+        if not n:
+            return torch.zeros(0), first_step
+        values = torch.cat([torch.stack(self.losses).float(), torch.stack(self.corrects).float()]).cpu()
+        losses, correct = values[:n], values[n:]
+        self.loss_sum += float((losses * torch.tensor(self.sizes, dtype=torch.float32)).sum())
+        self.correct += float(correct.sum())
+        self.seen += sum(self.sizes)
+        self.steps_read += n
+        self.losses.clear(), self.corrects.clear(), self.sizes.clear()
+        return losses, first_step
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.seen
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.seen if self.counts_acc else math.nan
+
+
+def _read_back(metrics: _RunningMetrics, guard: LossGuard, bar, tracker, *, epoch: int, global_step: int) -> None:
+    """Every SYNC_EVERY steps: check the new losses, then show and log the running numbers."""
+    losses, first_step = metrics.read_back()
+    guard.check(losses, epoch=epoch, first_step=first_step, first_global_step=global_step - len(losses) + 1)
+    if not len(losses):
+        return
+    if bar is not None and time.perf_counter() - metrics.shown_at >= POSTFIX_EVERY_S:
+        metrics.shown_at = time.perf_counter()  # no forced redraw: the bar shows them at its next refresh
+        acc = f"{metrics.accuracy:.3f}" if metrics.counts_acc else "n/a"
+        bar.set_postfix(loss=f"{metrics.mean_loss:.4f}", acc=acc, refresh=False)
+    if tracker is not None:
+        tracker.log({"train/loss_running": metrics.mean_loss}, step=global_step)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    *,
+    loss_fn: Callable,
+    device: torch.device,
+    epoch: int = 1,
+    global_step: int = 0,
+    scheduler=None,
+    max_steps: int | None = None,
+    amp: bool = False,
+    recorder=None,
+    tracker=None,
+    progress: bool = False,
+    guard: LossGuard | None = None,
+) -> tuple[float, float, int]:
+    """One pass over ``loader``: forward, loss, backward, (record gradients), optimizer step, (scheduler step).
+
+    ``scheduler`` is stepped after every batch (one-cycle); ``recorder.record(global_step)`` is called
+    between backward and step. Losses and correct counts stay on the device and are read back every
+    ``SYNC_EVERY`` steps and at the end, where ``guard`` raises on a NaN/inf or diverged loss.
+    Returns ``(mean training loss per sample, training accuracy, global step after the epoch)``.
+    """
+    from tqdm.auto import tqdm
+
+    guard = guard if guard is not None else LossGuard()
+    mover = _Mover(device, channels_last=device.type == "cuda" and _has_conv(model))
+    steps = _steps_per_epoch(loader, max_steps)
+    batches = loader if steps is None else itertools.islice(loader, steps)
+    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
+    shown_bar = bar if progress else None
+    metrics = _RunningMetrics()
+    model.train()
+    try:
+        for step, (x, y) in enumerate(bar, start=1):
+            x, y = mover(x), mover(y)
+            with _autocast(device, amp):
+                out = model(x)
+                loss = loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recorder is not None:
+                recorder.record(global_step)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            global_step += 1
+            metrics.add(loss, out, y)
+            if step % SYNC_EVERY == 0:
+                _read_back(metrics, guard, shown_bar, tracker, epoch=epoch, global_step=global_step)
+        _read_back(metrics, guard, shown_bar, tracker, epoch=epoch, global_step=global_step)
+    finally:
+        bar.close()
+    if metrics.seen == 0:
+        raise ValueError(f"The training loader yielded no batches in epoch {epoch}.")
+    return metrics.mean_loss, metrics.accuracy, global_step
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable,
@@ -563,6 +892,7 @@ def fit(
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     amp: bool | None = None,
+    architecture: Mapping[str, Any] | None = None,
 ) -> History:
     """Train a classifier for ``epochs`` epochs on ``(x, y)`` batches and validate after each epoch.
 
@@ -573,8 +903,11 @@ def fit(
     - ``patience``: stop when validation accuracy has not improved for this many epochs and put the
       best weights back into ``model``. Without it the model keeps its final weights.
     - ``checkpoint_dir``: write ``last.pt`` each epoch and ``best.pt`` on improvement; with ``resume``
-      an existing ``last.pt`` is continued exactly (same optimizer/scheduler required; for exact
-      equality use loaders without persistent workers).
+      an existing ``last.pt`` is continued exactly (same architecture, optimizer and scheduler required;
+      for exact equality use loaders without persistent workers).
+    - ``architecture``: a JSON-able description of the model (e.g. ``{"factory": "MLP", "kwargs": {...}}``),
+      stored in the checkpoints; resuming with another description is refused. Without it the model's
+      class name and module structure (:func:`module_structure`) are still compared.
     - ``grad_recorder``: e.g. ``labutils.gradflow.GradientRecorder(model)``; ``record(step)`` is called
       after every backward pass, before the optimizer step (``step`` = optimizer steps done so far).
     - ``tracker``: a ``labutils.tracking.Tracker``; gets loss, accuracy, learning rate, gradient norms
@@ -584,136 +917,98 @@ def fit(
       convnets and non-blocking copies (use loaders with ``pin_memory=True`` for the copies to overlap).
     - ``loss_fn``: default cross-entropy (batch mean). ``max_steps_per_epoch`` caps batches per epoch.
 
-    Returns a :class:`History`. A NaN/inf training loss raises :class:`NonFiniteLossError` naming the
-    epoch and step. An interrupt (Ctrl-C, Jupyter's stop button) ends training cleanly: the best
+    Returns a :class:`History`. A NaN/inf training loss raises :class:`NonFiniteLossError`, a diverged
+    one (see :class:`LossGuard`) :class:`DivergedLossError`, both naming the epoch and step, with the
+    best weights put back. An interrupt (Ctrl-C, Jupyter's stop button) ends training cleanly: the best
     weights are put back, checkpoints stay, and the history so far is returned with ``interrupted=True``.
     """
-    from labutils import get_device
-
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} must be a positive integer.")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience={patience!r} must be a positive integer or None (no early stopping).")
-    if max_steps_per_epoch is not None and (not isinstance(max_steps_per_epoch, int) or max_steps_per_epoch < 1):
-        raise ValueError(f"max_steps_per_epoch={max_steps_per_epoch!r} must be a positive integer or None.")
-    device = torch.device(device) if device is not None else get_device()
-    amp = device.type == "cuda" if amp is None else bool(amp)
-    channels_last = device.type == "cuda" and _has_conv(model)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    mover = _Mover(device, channels_last)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    steps_per_epoch = _steps_per_epoch(train_loader, max_steps_per_epoch)
-    opt = build_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
-    sched = build_scheduler(
-        opt, scheduler, epochs=epochs, steps_per_epoch=steps_per_epoch, **dict(scheduler_kwargs or {})
-    )
-    opt_name = type(opt).__name__
-
-    history = History()
-    best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs, global_step = 0, 0
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt_dir is not None and resume and (ckpt_dir / LAST).exists():
-        ckpt = load_checkpoint(ckpt_dir / LAST, model)  # on CPU: RNG states must stay CPU tensors
-        _check_resumable(ckpt, ckpt_dir / LAST, opt_name, _scheduler_name(sched), epochs)
-        opt.load_state_dict(ckpt["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-        history = History.from_dict(ckpt["history"])
-        history.resumed_from, history.interrupted = len(history), False
-        best_state = ckpt["best_model"] if ckpt["best_model"] is not None else _cpu_state(model)
-        bad_epochs, global_step = ckpt["bad_epochs"], ckpt["global_step"]
-        _set_rng_state(ckpt["rng"], train_loader)
-        if len(history) >= epochs:
-            print(f"Loaded the finished run in {ckpt_dir / LAST} ({len(history)} epochs); nothing left to train.")
-        else:
-            print(f"Resuming from {ckpt_dir / LAST} after epoch {len(history)} of {epochs}.")
-
     from tqdm.auto import tqdm
 
-    per_batch = _is_per_batch(sched)
-    epoch_bar = tqdm(
-        total=epochs, initial=len(history), desc="epochs", unit="ep", disable=not progress, dynamic_ncols=True
+    from labutils import get_device
+
+    check_int("epochs", epochs)
+    check_int("patience", patience, allow_none=True)
+    check_int("max_steps_per_epoch", max_steps_per_epoch, allow_none=True)
+    device = torch.device(device) if device is not None else get_device()
+    amp = device.type == "cuda" if amp is None else bool(amp)
+    model.to(device)
+    if device.type == "cuda" and _has_conv(model):
+        model.to(memory_format=torch.channels_last)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    opt = build_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+    sched = build_scheduler(
+        opt,
+        scheduler,
+        epochs=epochs,
+        steps_per_epoch=_steps_per_epoch(train_loader, max_steps_per_epoch),
+        **dict(scheduler_kwargs or {}),
     )
+    per_batch = _is_per_batch(sched)
+    history, stopper, guard, global_step = History(), EarlyStopping(patience), LossGuard(), 0
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt_dir is not None and resume and (ckpt_dir / LAST).exists():
+        state = load_training_state(
+            ckpt_dir / LAST, model, opt, sched, epochs=epochs, loader=train_loader, architecture=architecture
+        )
+        history = History.from_dict(state["history"])
+        history.resumed_from, history.interrupted = len(history), False
+        stopper.load_state_dict(state["early_stopping"], model)
+        guard.initial_loss, global_step = state["initial_loss"], state["global_step"]
+        done = "nothing left to train" if len(history) >= epochs else f"resuming for epochs {len(history) + 1}-{epochs}"
+        print(f"Loaded {ckpt_dir / LAST} after epoch {len(history)} of {epochs}: {done}.")
+
+    epoch_bar = tqdm(total=epochs, initial=len(history), desc="epochs", unit="ep", disable=not progress)
     try:
         for epoch in range(len(history) + 1, epochs + 1):
-            if patience is not None and bad_epochs >= patience:
-                history.stopped_early = True  # already stopped before the checkpoint was written
+            if stopper.should_stop:  # a resumed run that had already stopped early
+                history.stopped_early = True
                 break
-            lr_now = opt.param_groups[0]["lr"]
-            t0 = time.perf_counter()
-            train_loss, train_acc, global_step = _train_epoch(
+            lr_now, t0 = opt.param_groups[0]["lr"], time.perf_counter()
+            train_loss, train_acc, global_step = train_one_epoch(
                 model,
                 train_loader,
                 opt,
-                sched if per_batch else None,
                 loss_fn=loss_fn,
                 device=device,
-                amp=amp,
-                mover=mover,
                 epoch=epoch,
                 global_step=global_step,
-                steps=steps_per_epoch,
+                scheduler=sched if per_batch else None,
+                max_steps=max_steps_per_epoch,
+                amp=amp,
                 recorder=grad_recorder,
                 tracker=tracker,
                 progress=progress,
-                history=history,
-                best_state=best_state,
+                guard=guard,
             )
-            val_loss, val_acc, *_ = _eval_pass(
-                model, val_loader, loss_fn=loss_fn, device=device, amp=amp, mover=mover, full=False
-            )
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "lr": lr_now,
-                "time_s": time.perf_counter() - t0,
-            }
+            val_loss, val_acc, *_ = _eval_pass(model, val_loader, loss_fn=loss_fn, device=device, amp=amp, full=False)
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss}
+            row.update(val_acc=val_acc, lr=lr_now, time_s=time.perf_counter() - t0)
             history.rows.append(row)
-            if history.best_val_acc is None or val_acc > history.best_val_acc:
-                history.best_epoch, history.best_val_acc, bad_epochs = epoch, val_acc, 0
-                best_state = _cpu_state(model)
+            if stopper.update(epoch, val_acc, model):
+                history.best_epoch, history.best_val_acc = epoch, val_acc
                 if ckpt_dir is not None:
-                    history.checkpoint = str(
-                        atomic_save(
-                            {
-                                "format": CHECKPOINT_FORMAT,
-                                "model_class": type(model).__name__,
-                                "model": best_state,
-                                "epoch": epoch,
-                                "val_acc": val_acc,
-                            },
-                            ckpt_dir / BEST,
-                        )
+                    best = stopper.best_state
+                    path = save_training_state(
+                        ckpt_dir / BEST, model, epoch=epoch, val_acc=val_acc, weights=best, architecture=architecture
                     )
-            else:
-                bad_epochs += 1
+                    history.checkpoint = str(path)
             if sched is not None and not per_batch:
                 sched.step(val_acc) if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) else sched.step()
             if ckpt_dir is not None:
-                atomic_save(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "model_class": type(model).__name__,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict() if sched is not None else None,
-                        "optimizer_name": opt_name,
-                        "scheduler_name": _scheduler_name(sched),
-                        "epochs": epochs,
-                        "epoch": epoch,
-                        "global_step": global_step,
-                        "bad_epochs": bad_epochs,
-                        "best_model": None if history.best_epoch == epoch else best_state,
-                        "history": history.as_dict(),
-                        "rng": _rng_state(train_loader),
-                    },
-                    ckpt_dir / LAST,
+                training = {
+                    "optimizer": opt.state_dict(),
+                    "optimizer_name": type(opt).__name__,
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "scheduler_name": _scheduler_name(sched),
+                    "epochs": epochs,
+                    "global_step": global_step,
+                    "early_stopping": stopper.state_dict(epoch),
+                    "initial_loss": guard.initial_loss,
+                    "history": history.as_dict(),
+                    "rng": _rng_state(train_loader),
+                }
+                save_training_state(
+                    ckpt_dir / LAST, model, epoch=epoch, val_acc=val_acc, architecture=architecture, training=training
                 )
             if tracker is not None:
                 _log_epoch(tracker, row, grad_recorder, global_step)
@@ -721,144 +1016,34 @@ def fit(
             epoch_bar.set_postfix(
                 loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", val_acc=f"{val_acc:.3f}", lr=f"{lr_now:.2g}"
             )
-            if patience is not None and bad_epochs >= patience:
+            if stopper.should_stop:
                 history.stopped_early = True
                 break
+    except NonFiniteLossError as err:
+        stopper.restore_best(model)
+        raise err.with_history(history) from None
     except KeyboardInterrupt:
         history.interrupted = True
-        print(
-            f"Interrupted after {len(history)} complete epoch(s); "
-            + ("the best weights are back in the model." if best_state is not None else "no epoch finished.")
-        )
+        kept = "the best weights are back in the model." if stopper.best_state is not None else "no epoch finished."
+        print(f"Interrupted after {len(history)} complete epoch(s); {kept}")
     finally:
         epoch_bar.close()
-    if best_state is not None and (history.stopped_early or history.interrupted):
-        model.load_state_dict(best_state)
+    if history.stopped_early or history.interrupted:
+        stopper.restore_best(model)
     if tracker is not None:
-        tracker.summary(
-            best_val_acc=history.best_val_acc,
-            best_epoch=history.best_epoch,
-            stopped_early=history.stopped_early,
-            interrupted=history.interrupted,
-        )
-        if history.checkpoint is not None and Path(history.checkpoint).exists():
-            tracker.log_artifact(history.checkpoint, name=_artifact_name(ckpt_dir), type="model")
+        _finish_tracking(tracker, history, ckpt_dir)
     return history
 
 
-def _check_resumable(ckpt: Mapping[str, Any], path: Path, opt_name: str, sched_name: str | None, epochs: int) -> None:
-    if ckpt.get("format") != CHECKPOINT_FORMAT or "optimizer" not in ckpt:
-        raise CheckpointMismatchError(f"{path} is not a training checkpoint written by labutils.train.fit.")
-    if ckpt["optimizer_name"] != opt_name or ckpt["scheduler_name"] != sched_name:
-        raise CheckpointMismatchError(
-            f"{path} was written by a run with optimizer {ckpt['optimizer_name']} and scheduler "
-            f"{ckpt['scheduler_name']}, but this run uses {opt_name} and {sched_name}; use the same set-up "
-            "to resume, or start afresh (resume=False or a new checkpoint_dir)."
-        )
-    if sched_name in ("CosineAnnealingLR", "OneCycleLR") and ckpt["epochs"] != epochs:
-        raise CheckpointMismatchError(
-            f"{path} was written by a run planned for {ckpt['epochs']} epochs with the {sched_name} schedule, "
-            f"whose shape depends on that number; resume with epochs={ckpt['epochs']} or start afresh."
-        )
-
-
-def _train_epoch(
-    model,
-    loader,
-    opt,
-    batch_sched,
-    *,
-    loss_fn,
-    device,
-    amp,
-    mover,
-    epoch,
-    global_step,
-    steps,
-    recorder,
-    tracker,
-    progress,
-    history,
-    best_state,
-):
-    """Train one epoch; returns (mean train loss, train accuracy, global step)."""
-    from tqdm.auto import tqdm
-
-    model.train()
-    losses: list[torch.Tensor] = []
-    corrects: list[torch.Tensor] = []
-    sizes: list[int] = []
-    loss_sum, correct, seen, first_step = 0.0, 0.0, 0, 1
-    shown = -math.inf  # when the progress bar's loss/accuracy were last updated (perf_counter)
-    counts_acc = None
-    batches = loader if steps is None else itertools.islice(loader, steps)
-    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
-
-    def sync(step: int) -> None:
-        nonlocal loss_sum, correct, seen, first_step, shown
-        if not losses:
-            return
-        values = torch.cat([torch.stack(losses).float(), torch.stack(corrects).float()]).cpu()
-        batch_losses, batch_correct = values[: len(losses)], values[len(losses) :]
-        bad = (~torch.isfinite(batch_losses)).nonzero()
-        if len(bad):
-            i = int(bad[0])
-            where_step = first_step + i
-            gstep = global_step - len(losses) + i + 1
-            if best_state is not None:
-                model.load_state_dict(best_state)
-            kept = f" The model holds the best weights (epoch {history.best_epoch})." if best_state is not None else ""
-            raise NonFiniteLossError(
-                f"The training loss became {float(batch_losses[i])} at epoch {epoch}, step {where_step} "
-                f"(global step {gstep}); training stopped. Try a lower learning rate, check the data for NaN/inf, "
-                f"or add normalisation.{kept}",
-                epoch=epoch,
-                step=where_step,
-                global_step=gstep,
-                history=history,
-            )
-        loss_sum += float((batch_losses * torch.tensor(sizes, dtype=torch.float32)).sum())
-        correct += float(batch_correct.sum())
-        seen += sum(sizes)
-        losses.clear(), corrects.clear(), sizes.clear()
-        first_step = step + 1
-        if progress and time.perf_counter() - shown >= POSTFIX_EVERY_S:
-            # no forced redraw: the bar shows the new numbers at its own next refresh
-            shown = time.perf_counter()
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}" if counts_acc else "n/a", refresh=False
-            )
-        if tracker is not None:
-            tracker.log({"train/loss_running": loss_sum / seen}, step=global_step)
-
-    step = 0
-    try:
-        for step, (x, y) in enumerate(bar, start=1):
-            x, y = mover(x), mover(y)
-            with _autocast(device, amp):
-                out = model(x)
-                loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if recorder is not None:
-                recorder.record(global_step)
-            opt.step()
-            if batch_sched is not None:
-                batch_sched.step()
-            global_step += 1
-            if counts_acc is None:
-                counts_acc = _counts_correct(out, y)
-            losses.append(loss.detach())
-            corrects.append((out.detach().argmax(dim=1) == y).sum() if counts_acc else loss.new_zeros(()))
-            sizes.append(y.shape[0])
-            if step % SYNC_EVERY == 0:
-                sync(step)
-        sync(step)
-    finally:
-        bar.close()
-    if seen == 0:
-        raise ValueError(f"The training loader yielded no batches in epoch {epoch}.")
-    return loss_sum / seen, (correct / seen if counts_acc else math.nan), global_step
+def _finish_tracking(tracker, history: History, ckpt_dir: Path | None) -> None:
+    tracker.summary(
+        best_val_acc=history.best_val_acc,
+        best_epoch=history.best_epoch,
+        stopped_early=history.stopped_early,
+        interrupted=history.interrupted,
+    )
+    if history.checkpoint is not None and Path(history.checkpoint).exists():
+        tracker.log_artifact(history.checkpoint, name=_artifact_name(ckpt_dir), type="model")
 
 
 def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) -> None:
@@ -877,51 +1062,21 @@ def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) ->
     tracker.log(metrics, step=global_step)
 
 
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-def plot_histories(
-    histories: Mapping[str, History],
-    metrics: Iterable[str] = ("train_loss", "val_acc"),
-    *,
-    title: str | None = None,
-    logy: Iterable[str] = (),
-):
-    """Curves of several runs side by side, one panel per metric (x = epoch).
-
-    Returns ``(fig, data)`` with ``data[metric][label]`` = the list of values drawn.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    metrics, logy = list(metrics), set(logy)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
-    data: dict[str, dict[str, list[float]]] = {m: {} for m in metrics}
-    for ax, metric in zip(axes[0], metrics):
-        for label, hist in histories.items():
-            values = hist[metric]
-            data[metric][label] = values
-            ax.plot(hist["epoch"], values, marker="o", ms=3, label=label)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric.replace("_", " "))
-        if metric in logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig, data
-
-
 __all__ = [
     "fit",
     "evaluate",
     "History",
     "Evaluation",
+    "train_one_epoch",
+    "EarlyStopping",
+    "LossGuard",
     "NonFiniteLossError",
+    "DivergedLossError",
     "CheckpointMismatchError",
+    "save_training_state",
+    "load_training_state",
+    "check_architecture",
+    "module_structure",
     "build_optimizer",
     "build_scheduler",
     "load_checkpoint",

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,6 +109,36 @@ def check_choice(name: str, value: Any, choices: tuple | list) -> Any:
     return value
 
 
+def _shape(value: Any) -> tuple[int, ...]:
+    if hasattr(value, "shape"):
+        return tuple(value.shape)
+    import numpy as np  # nested lists
+
+    return tuple(np.shape(value))
+
+
+def state_mismatch(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any]) -> str | None:
+    """Compare a saved state (``{name: array or tensor}``) with a model's ``{name: shape}``.
+
+    None when the names and shapes agree; otherwise one phrase naming the first differences, e.g.
+    ``"1 tensor(s) differ in shape (e.g. '0.weight': (16, 8) saved, (32, 8) in the model)"``, for the
+    caller to put into its own sentence. Works for NumPy arrays and torch tensors alike.
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [(k, _shape(state[k]), tuple(s)) for k, s in expected.items() if k in state]
+    wrong = [w for w in wrong if w[1] != w[2]]
+    parts = []
+    if wrong:
+        k, saved, now = wrong[0]
+        parts.append(f"{len(wrong)} tensor(s) differ in shape (e.g. {k!r}: {saved} saved, {now} in the model)")
+    if missing:
+        parts.append(f"{len(missing)} are missing from it (e.g. {missing[0]!r})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} are not in the model (e.g. {unexpected[0]!r})")
+    return "; ".join(parts) or None
+
+
 __all__ = [
     "REPO_ROOT",
     "atomic_open",
@@ -118,4 +148,5 @@ __all__ = [
     "clean_stale_temporaries",
     "check_int",
     "check_choice",
+    "state_mismatch",
 ]

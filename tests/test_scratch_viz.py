@@ -73,11 +73,12 @@ def _fake_history(values, steps_per_epoch=None, norms=None):
 
 
 def test_histories_plot_returns_its_series():
-    drawn = viz.plot_histories({"a": _fake_history([1.0, 0.5]), "b": _fake_history([0.8, 0.2])})
+    fig, drawn = viz.plot_histories({"a": _fake_history([1.0, 0.5]), "b": _fake_history([0.8, 0.2])})
     assert drawn == {
-        "a": {"train_loss": [1.0, 0.5], "val_acc": [0.0, 0.5]},
-        "b": {"train_loss": [0.8, 0.2], "val_acc": [0.19999999999999996, 0.8]},
+        "train_loss": {"a": [1.0, 0.5], "b": [0.8, 0.2]},
+        "val_acc": {"a": [0.0, 0.5], "b": [0.19999999999999996, 0.8]},
     }
+    assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="has no 'lr'"):
         viz.plot_histories({"a": _fake_history([1.0])}, metrics=["lr"])
 

@@ -580,3 +580,203 @@ def test_bf16_autocast_and_channels_last_paths_on_cpu():
     assert all(math.isfinite(v) for v in hist["train_loss"])
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights fp32
+
+
+class RaiseLr:
+    """Wraps a loader; sets the optimizer's learning rate to 1e6 when the ``at_epoch``-th pass over it starts."""
+
+    def __init__(self, loader, opt, at_epoch: int):
+        self.loader, self.opt, self.at_epoch, self.passes = loader, opt, at_epoch, 0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.passes += 1
+        if self.passes == self.at_epoch:
+            self.opt.param_groups[0]["lr"] = 1e6
+        return iter(self.loader)
+
+
+# -- divergence ----------------------------------------------------------------------------------
+def test_divergence_is_an_error_naming_epoch_and_step_and_keeps_the_best_weights():
+    """Adam at lr=1e6 drives the loss to astronomic values: stopped with DivergedLossError, not returned."""
+    seed_everything(0)
+    train, val = make_data()
+    model = mlp(dropout=0.0)
+    with pytest.raises(T.DivergedLossError, match=r"exploded to .* at epoch 1, step \d+ \(global step \d+\)") as err:
+        run(model, train, val, epochs=3, optimizer="adam", lr=1e6)
+    assert isinstance(err.value, NonFiniteLossError) and err.value.epoch == 1
+    assert 2 <= err.value.step <= len(train) and err.value.global_step == err.value.step
+    assert len(err.value.history) == 0
+    # after one good epoch at a sane learning rate, the same explosion puts the epoch-1 weights back
+    seed_everything(0)
+    model = mlp(dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    with pytest.raises(T.DivergedLossError, match=r"epoch 2, .* The model holds the best weights \(epoch 1\)") as err:
+        run(model, RaiseLr(train, opt, at_epoch=2), val, epochs=3, optimizer=opt)
+    assert len(err.value.history) == 1
+    assert evaluate(model, val, device="cpu").top1 == err.value.history.best_val_acc
+
+
+class NoisyLoss:
+    """Cross-entropy times a log-normal factor (median 1, 1 % of batches above 10x): a noisy but sane loss."""
+
+    def __init__(self, seed: int):
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __call__(self, out, y):
+        return F.cross_entropy(out, y) * float(torch.exp(torch.randn((), generator=self.g)))
+
+
+def test_noisy_normal_training_and_small_losses_do_not_trip_the_guard():
+    seed_everything(4)
+    train, val = make_data()
+    hist = run(mlp(), train, val, epochs=6, lr=1e-2, loss_fn=NoisyLoss(0))
+    assert len(hist) == 6
+    # a loss that starts near 0 and rises 5000-fold to 5 is poor, not diverged: the absolute floor (100)
+    guard = T.LossGuard()
+    guard.check(torch.tensor([1e-3, 5.0, 99.0]), epoch=1, first_step=1, first_global_step=1)
+    assert guard.limit == pytest.approx(T.DIVERGENCE_FLOOR)
+    with pytest.raises(T.DivergedLossError, match=r"epoch 4, step 12 \(global step 30\)"):
+        guard.check(torch.tensor([50.0, 101.0]), epoch=4, first_step=11, first_global_step=29)
+    # from a cross-entropy of 2.3 the limit is 2300: 2000 passes, 2400 does not
+    guard = T.LossGuard(initial_loss=2.3)
+    guard.check(torch.tensor([2000.0]), epoch=1, first_step=1, first_global_step=1)
+    with pytest.raises(T.DivergedLossError, match="2.4e\\+03"):
+        guard.check(torch.tensor([2400.0]), epoch=1, first_step=2, first_global_step=2)
+    with pytest.raises(NonFiniteLossError, match="became inf") as err:
+        guard.check(torch.tensor([1.0, math.inf]), epoch=1, first_step=1, first_global_step=1)
+    assert not isinstance(err.value, T.DivergedLossError)
+
+
+def test_resumed_run_keeps_the_divergence_reference(tmp_path):
+    seed_everything(6)
+    train, val = make_data()
+    run(mlp(), train, val, epochs=1, checkpoint_dir=tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)["training"]
+    assert 0.5 < state["initial_loss"] < 5.0  # the first batch's cross-entropy (ln 4 = 1.39 at chance)
+    # resumed, then the learning rate raised to 1e6: the stored reference applies from the first step
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters())
+    with pytest.raises(T.DivergedLossError, match="epoch 2") as err:
+        run(model, RaiseLr(train, opt, at_epoch=1), val, epochs=3, optimizer=opt, checkpoint_dir=tmp_path)
+    assert f"{state['initial_loss']:.3g}" in str(err.value)
+
+
+# -- architecture on resume and stale temporaries --------------------------------------------------
+def mnist_mlp(residual: bool):
+    from labutils.models import MLP
+
+    torch.manual_seed(0)
+    return MLP(FEATURES, CLASSES, width=8, depth=3, residual=residual)
+
+
+def test_plain_checkpoint_does_not_resume_into_a_residual_mlp(tmp_path):
+    """Same parameter names and shapes, other network: refused even without an architecture description."""
+    train, val = make_data()
+    plain, residual = mnist_mlp(False), mnist_mlp(True)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in residual.state_dict().items()}
+    run(plain, train, val, epochs=1, checkpoint_dir=tmp_path / "a")
+    with pytest.raises(CheckpointMismatchError, match=r"saved from a MLP built from other modules than this one"):
+        run(residual, train, val, epochs=2, checkpoint_dir=tmp_path / "a")
+    with pytest.raises(CheckpointMismatchError, match="built from other modules"):
+        T.load_checkpoint(tmp_path / "a" / "best.pt", mnist_mlp(True))
+    # with descriptions: the error names both
+    arch = {"factory": "MLP", "kwargs": {"width": 8, "depth": 3, "residual": False}}
+    other = {"factory": "MLP", "kwargs": {"width": 8, "depth": 3, "residual": True}}
+    run(mnist_mlp(False), train, val, epochs=1, checkpoint_dir=tmp_path / "b", architecture=arch)
+    message = (
+        r'saved from the architecture \{"factory": "MLP", "kwargs": \{"depth": 3, "residual": false, "width": 8\}\}, '
+        r'but this run builds \{"factory": "MLP", "kwargs": \{"depth": 3, "residual": true, "width": 8\}\}'
+    )
+    with pytest.raises(CheckpointMismatchError, match=message):
+        run(mnist_mlp(True), train, val, epochs=2, checkpoint_dir=tmp_path / "b", architecture=other)
+    with pytest.raises(CheckpointMismatchError, match=r"but this run builds \(not recorded\)"):
+        run(mnist_mlp(False), train, val, epochs=2, checkpoint_dir=tmp_path / "b")
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(tmp_path / "b" / name, weights_only=True)
+        assert ckpt["architecture"] == arch and ckpt["model_class"] == "MLP" and ckpt["format"] == 2
+        assert ckpt["structure"] == T.module_structure(mnist_mlp(False))
+    assert torch.load(tmp_path / "b" / "best.pt", weights_only=True)["training"] is None
+    # the same description resumes
+    hist = run(mnist_mlp(False), train, val, epochs=2, checkpoint_dir=tmp_path / "b", architecture=dict(arch))
+    assert hist.resumed_from == 1 and len(hist) == 2
+
+
+def test_stale_temporary_of_a_killed_writer_is_removed_by_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited: its temporaries can never be finished
+    stale = tmp_path / f".last.pt.{pid}.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".last.pt.{__import__('os').getpid()}.live.tmp"  # a concurrent writer's: kept
+    live.write_bytes(b"in progress")
+    train, val = make_data()
+    run(mlp(), train, val, epochs=1, checkpoint_dir=tmp_path)
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p != live) == ["best.pt", "last.pt"]
+
+
+def test_early_stopping_class():
+    model = nn.Linear(2, 2)
+    stopper = T.EarlyStopping(patience=2)
+    assert stopper.update(1, 0.5, model) and stopper.best_epoch == 1
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not stopper.update(2, 0.5, model) and not stopper.should_stop  # equal is no improvement
+    assert not stopper.update(3, 0.4, model) and stopper.should_stop and stopper.bad_epochs == 2
+    stopper.restore_best(model)
+    assert torch.equal(model.weight, stopper.best_state["weight"])
+    never = T.EarlyStopping(patience=None)
+    for epoch in range(1, 20):
+        never.update(epoch, 0.1, model)
+    assert not never.should_stop and never.best_epoch == 1
+
+
+def test_train_one_epoch_is_the_textbook_loop():
+    train, _ = make_data()
+    model, ref = mlp(dropout=0.0), mlp(dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.manual_seed(1)  # the shuffling
+    loss, acc, step = T.train_one_epoch(
+        model, train, opt, loss_fn=nn.CrossEntropyLoss(), device=torch.device("cpu"), global_step=10
+    )
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    torch.manual_seed(1)
+    total, correct = 0.0, 0
+    for x, y in train:
+        ref_opt.zero_grad()
+        out = ref(x)
+        batch_loss = F.cross_entropy(out, y)
+        batch_loss.backward()
+        ref_opt.step()
+        total += batch_loss.item() * len(y)
+        correct += int((out.argmax(1) == y).sum())
+    assert_same_weights(model, ref)
+    assert step == 10 + len(train)
+    assert loss == pytest.approx(total / N_TRAIN, rel=1e-6) and acc == correct / N_TRAIN
+
+
+def test_one_plot_histories_for_torch_and_scratch_histories():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from labutils.plots import plot_histories
+    from labutils.scratch import viz
+
+    assert T.plot_histories is plot_histories and viz.plot_histories is plot_histories
+    train, val = make_data()
+    torch_run = run(mlp(), train, val, epochs=2)
+    scratch_run = {"train_loss": [2.0, 1.0, 0.5], "val_acc": [0.3, 0.6, 0.7]}
+    fig, data = plot_histories({"torch": torch_run, "scratch": scratch_run}, log_loss=True)
+    assert data["train_loss"] == {"torch": torch_run["train_loss"], "scratch": [2.0, 1.0, 0.5]}
+    assert data["val_acc"]["scratch"] == [0.3, 0.6, 0.7]
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="History 'torch' has no 'lr_max'"):
+        plot_histories({"torch": torch_run}, metrics=["lr_max"])
+    with pytest.raises(ValueError, match="History 'scratch' has no 'lr'"):
+        plot_histories({"scratch": scratch_run}, metrics=["lr"])

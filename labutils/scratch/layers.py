@@ -27,6 +27,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from labutils.util import state_mismatch
+
 from . import functional as F
 
 __all__ = [
@@ -455,13 +457,8 @@ class Sequential(Layer):
         Raises ValueError on missing or unexpected keys and on any shape mismatch, before changing anything.
         """
         own = dict(self.named_parameters())
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"State does not match the model: missing keys {missing}, unexpected keys {unexpected}.")
-        for name, p in own.items():
-            shape = np.shape(state[name])
-            if shape != p.shape:
-                raise ValueError(f"Shape mismatch for {name!r}: the model has {p.shape}, the state has {shape}.")
+        problem = state_mismatch({name: p.shape for name, p in own.items()}, state)
+        if problem:
+            raise ValueError(f"The state does not match this {type(self).__name__}: {problem}.")
         for name, p in own.items():
             p[...] = state[name]

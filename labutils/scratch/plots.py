@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from labutils.plots import confusion_matrix
+
 __all__ = [
     "feature_maps",
     "tile_mosaic",
@@ -130,20 +132,6 @@ def plot_feature_maps(
     if title:
         ax.set_title(title + (" (first panel: the input)" if image is not None else ""), fontsize=9)
     return maps
-
-
-def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
-    """Counts (num_classes, num_classes): entry [t, p] = how many examples of class t were predicted p."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"y_true and y_pred must be 1-D and the same length; got {y_true.shape} and {y_pred.shape}.")
-    if not (np.issubdtype(y_true.dtype, np.integer) and np.issubdtype(y_pred.dtype, np.integer)):
-        raise ValueError(f"Class labels must be integers; got dtypes {y_true.dtype} and {y_pred.dtype}.")
-    if num_classes is None:
-        num_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
-    if y_true.size and (min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= num_classes):
-        raise ValueError(f"Labels must lie in [0, {num_classes - 1}] for {num_classes} classes.")
-    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def plot_confusion_matrix(

@@ -18,13 +18,14 @@ the weights with the lowest validation loss.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from labutils.util import atomic_write, state_mismatch
 
 __all__ = ["train", "evaluate", "predict", "save_npz", "load_npz", "parameter_names"]
 
@@ -269,18 +270,8 @@ def save_npz(model, path: str | os.PathLike) -> Path:
 
     A crash mid-write never leaves a truncated checkpoint behind. Returns the path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: np.asarray(v) for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **state)  # a file object, so numpy does not append another ".npz"
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **state))  # a file object: numpy adds no ".npz"
 
 
 def load_npz(model, path: str | os.PathLike):
@@ -294,18 +285,8 @@ def load_npz(model, path: str | os.PathLike):
         raise FileNotFoundError(f"No checkpoint at {path}.")
     with np.load(path, allow_pickle=False) as f:
         state = {k: f[k] for k in f.files}
-    expected = {k: np.shape(v) for k, v in model.state_dict().items()}
-    problems = []
-    if missing := sorted(set(expected) - set(state)):
-        problems.append(f"missing {missing}")
-    if unexpected := sorted(set(state) - set(expected)):
-        problems.append(f"unexpected {unexpected}")
-    problems += [
-        f"{k}: file {state[k].shape} vs model {expected[k]}"
-        for k in expected
-        if k in state and state[k].shape != expected[k]
-    ]
-    if problems:
-        raise ValueError(f"Checkpoint {path} does not match the model's architecture: {'; '.join(problems)}.")
+    problem = state_mismatch({k: np.shape(v) for k, v in model.state_dict().items()}, state)
+    if problem:
+        raise ValueError(f"Checkpoint {path} does not match the model's architecture: {problem}.")
     model.load_state_dict(state)
     return model

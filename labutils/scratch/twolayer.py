@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from labutils.util import state_mismatch
+
 from .layers import Layer
 from .losses import softmax
 
@@ -118,14 +120,9 @@ class TwoLayerNet(Layer):
         return {k: self.params[k].copy() for k in self.PARAM_NAMES}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        if set(state) != set(self.PARAM_NAMES):
-            raise ValueError(f"State keys {sorted(state)} do not match TwoLayerNet's {list(self.PARAM_NAMES)}.")
-        for k in self.PARAM_NAMES:
-            if np.shape(state[k]) != self.params[k].shape:
-                raise ValueError(
-                    f"Shape mismatch for {k!r}: the model has {self.params[k].shape}, "
-                    f"the state has {np.shape(state[k])}."
-                )
+        problem = state_mismatch({k: self.params[k].shape for k in self.PARAM_NAMES}, state)
+        if problem:
+            raise ValueError(f"The state does not match this TwoLayerNet: {problem}.")
         for k in self.PARAM_NAMES:
             self.params[k][...] = state[k]
 

@@ -3,7 +3,8 @@
 - :func:`plot_activations`: sigmoid / tanh / ReLU and their derivatives (from the layers' own backward).
 - :func:`plot_decision_boundary`: a 2-D classifier's predicted class over a grid, with the data on top.
 - :func:`plot_fits`: a 1-D function and several models' predictions, with each model's MSE.
-- :func:`plot_histories`: training curves of several runs side by side (one panel per metric).
+- :func:`plot_histories`: training curves of several runs side by side (``labutils.plots``; returns
+  ``(fig, data)``).
 - :func:`plot_grad_norms`: per-layer gradient norms over training, one panel per run.
 - :func:`plot_first_layer_weights`: the first linear layer's rows as images (what an MNIST MLP looks for).
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from labutils.plots import plot_histories
 
 from .trainer import predict
 
@@ -25,14 +28,6 @@ __all__ = [
     "epoch_means",
     "plot_first_layer_weights",
 ]
-
-METRIC_LABELS = {
-    "train_loss": "training loss",
-    "val_loss": "validation loss",
-    "train_acc": "training accuracy",
-    "val_acc": "validation accuracy",
-    "lr": "learning rate",
-}
 
 
 def _axes(n: int, axes=None, size=(4.2, 3.3)):
@@ -128,35 +123,6 @@ def plot_fits(x: np.ndarray, target: np.ndarray, fits: dict[str, np.ndarray], ax
     ax.set_xlabel("x")
     ax.legend(fontsize=8)
     return errors
-
-
-def plot_histories(
-    histories: dict[str, dict], metrics: Sequence[str] = ("train_loss", "val_acc"), axes=None, log_loss: bool = False
-) -> dict[str, dict[str, list[float]]]:
-    """Training curves of several runs: one panel per metric, one line per run (x axis: epoch).
-
-    ``histories`` maps a run's name to the dict returned by ``trainer.train`` (or ``labutils.train.fit``
-    style dicts with the same per-epoch keys). Returns ``{run: {metric: values}}``.
-    """
-    if not histories:
-        raise ValueError("plot_histories needs at least one history, got an empty dict.")
-    axes = _axes(len(metrics), axes)
-    drawn: dict[str, dict[str, list[float]]] = {name: {} for name in histories}
-    for ax, metric in zip(axes, metrics):
-        for name, history in histories.items():
-            if metric not in history:
-                raise ValueError(f"History {name!r} has no {metric!r}; it has {sorted(history)}.")
-            values = [float(v) for v in history[metric]]
-            epochs = history.get("epoch") or list(range(1, len(values) + 1))
-            ax.plot(epochs, values, marker="." if len(values) <= 30 else None, label=name)
-            drawn[name][metric] = values
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        if log_loss and "loss" in metric:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return drawn
 
 
 def epoch_means(series: Sequence[float], steps_per_epoch: int) -> np.ndarray:
