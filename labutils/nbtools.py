@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import html
 import json
+import logging
 import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,134 @@ def parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def _literal(node: ast.AST | None) -> tuple[bool, Any]:
+    """(True, value) if ``node`` is a Python literal (``dict(A=1)`` included), else (False, None)."""
+    if node is None:
+        return False, None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        items = [(kw.arg, _literal(kw.value)) for kw in node.keywords]
+        if all(name and ok for name, (ok, _) in items):
+            return True, {name: value for name, (_, value) in items}
+        return False, None
+    try:
+        return True, ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError):
+        return False, None
+
+
+def _call_name(node: ast.AST) -> str:
+    func = node.func if isinstance(node, ast.Call) else None
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _profile_defaults(tree: ast.Module, names: set[str]) -> dict[str, list[Any]]:
+    """``{NAME: [quick, full]}`` from a ``labutils.knobs(PROFILE, globals(), quick=..., full=...)`` call, and
+    from ``NAME = ... labutils.pick(PROFILE, quick=..., full=...)`` lines (the older way), where literal."""
+    found: dict[str, list[Any]] = {}
+    for node in ast.walk(tree):
+        if _call_name(node) == "knobs":
+            tables = {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg in ("quick", "full")}
+            quick, full = tables.get("quick", (False, None)), tables.get("full", (False, None))
+            if quick[0] and full[0] and isinstance(quick[1], dict) and isinstance(full[1], dict):
+                for name in quick[1].keys() & full[1].keys():
+                    found[name] = [quick[1][name], full[1][name]]
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name not in names or name in found:
+                continue
+            for call in ast.walk(node.value):
+                values = {kw.arg: _literal(kw.value) for kw in getattr(call, "keywords", [])}
+                if _call_name(call) == "pick" and all(values.get(k, (False,))[0] for k in ("quick", "full")):
+                    found[name] = [values["quick"][1], values["full"][1]]
+    return found
+
+
+@dataclass
+class NotebookParameters:
+    """What a notebook's ``parameters`` cell accepts: each name with the defaults its value must fit.
+
+    ``defaults[name]`` is the cell's literal value, or the profile defaults ``[quick, full]`` of a knob that
+    is ``None`` in the cell; an empty list (a default that is not a literal, or ``None`` without profile
+    defaults) accepts any value. ``none_ok`` holds the names whose cell default is ``None`` (None = the
+    profile's default).
+    """
+
+    stem: str
+    defaults: dict[str, list[Any]]
+    none_ok: set[str]
+
+
+def notebook_parameters(path: Path) -> NotebookParameters:
+    """Read (never run) a notebook's ``parameters`` cell and its ``knobs``/``pick`` profile defaults."""
+    nb = json.loads(Path(path).read_text())
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        return NotebookParameters(path.stem, {}, set())
+
+    def parse(cell: dict) -> ast.Module:
+        try:
+            return ast.parse(_text(cell))
+        except SyntaxError:  # IPython magics and the like: nothing to read in this cell
+            return ast.Module(body=[], type_ignores=[])
+
+    cell_defaults: dict[str, tuple[bool, Any]] = {}
+    for node in parse(code[tagged[0]]).body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        for target in targets:
+            if isinstance(target, ast.Name):
+                cell_defaults[target.id] = _literal(node.value)
+    rest = ast.Module(body=[n for c in code[tagged[0] + 1 :] for n in parse(c).body], type_ignores=[])
+    profiled = _profile_defaults(rest, set(cell_defaults))
+    defaults, none_ok = {}, set()
+    for name, (is_literal, value) in cell_defaults.items():
+        if is_literal and value is None:
+            none_ok.add(name)
+            defaults[name] = profiled.get(name, [])
+        else:
+            defaults[name] = [value] if is_literal else []
+    return NotebookParameters(path.stem, defaults, none_ok)
+
+
+def check_parameters(paths: list[Path], parameters: dict[str, Any] | None) -> dict[Path, dict[str, Any]]:
+    """Check ``-p NAME VALUE`` overrides against the notebooks' parameters cells before anything runs.
+
+    Returns, per notebook, the overrides it takes (a name only some of the chosen notebooks have goes to
+    those). Raises one ValueError for ``PROFILE`` (chosen with ``--profile``), for a name no chosen notebook
+    takes (listing the accepted names and the closest one), and for a value whose type does not fit the
+    defaults (``labutils.params.check_value``).
+    """
+    import difflib
+
+    from labutils.params import check_value
+
+    parameters = dict(parameters or {})
+    if "PROFILE" in parameters:
+        raise ValueError(f"Choose the profile with --profile quick|full, not -p PROFILE {parameters['PROFILE']!r}.")
+    accepted = {path: notebook_parameters(path) for path in paths}
+    chosen: dict[Path, dict[str, Any]] = {path: {} for path in paths}
+    for name, value in parameters.items():
+        takers = [path for path, nbp in accepted.items() if name in nbp.defaults]
+        if not takers:
+            known = list(dict.fromkeys(n for nbp in accepted.values() for n in nbp.defaults if n != "PROFILE"))
+            where = paths[0].stem if len(paths) == 1 else f"any of the {len(paths)} notebooks"
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            takes = f"the parameters are {', '.join(known)}" if known else "it has no cell tagged 'parameters'"
+            raise ValueError(f"Unknown parameter {name}={value!r} for {where}{hint}: {takes}.")
+        for path in takers:
+            nbp = accepted[path]
+            if not (value is None and name in nbp.none_ok):
+                try:
+                    check_value(name, value, nbp.defaults[name])
+                except ValueError as exc:
+                    raise ValueError(str(exc).rstrip(".") + f" ({nbp.stem}).") from None
+            chosen[path][name] = value
+    return chosen
 
 
 def _text(cell: dict) -> str:
@@ -144,34 +276,228 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class NotebookProgress:
+    """Where a running notebook is: its code cell, and the tqdm bars that cell shows, read from kernel messages.
+
+    tqdm bars reach us two ways: as text on stderr (``epochs:  25%|██▌  | 3/12 [...]``, with ``\\r`` between
+    updates), or, in a kernel with ipywidgets (the labs), as widget messages: an HBox of an HTML label
+    (``epochs: 25%``), a progress bar and an HTML count (``3/12 [...]``). Both become ``(label, n, total)``.
+    ``describe()`` gives ``"cell 7 of 31, depth sweep 1/4, epochs 3/12"``.
+    """
+
+    _BAR = re.compile(r"^\s*(?:(?P<label>.*?):\s*)?\d+%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)(?:\s|\[|$)")
+
+    def __init__(self, stem: str, on_change: Callable[[NotebookProgress], None] | None = None):
+        self.stem = stem
+        self.cell = 0  # 1-based position of the running code cell; 0 before the first
+        self.cells = 0  # code cells, the injected parameters cell included
+        self.bars: dict[str, tuple[str, int, int]] = {}  # bar id -> (label, n, total), outermost first
+        self._on_change = on_change
+        self._models: dict[str, str] = {}  # widget comm id -> model name
+        self._texts: dict[str, str] = {}  # HTML widget comm id -> its text
+        self._boxes: dict[str, tuple[str, str, str]] = {}  # tqdm HBox id -> (label id, bar id, count id)
+
+    def describe(self) -> str:
+        where = [f"cell {self.cell} of {self.cells}"] if self.cells else []
+        return ", ".join(where + [f"{label} {n}/{total}" for label, n, total in self.bars.values()])
+
+    def cell_started(self, cell: dict, cell_index: int, cells: list) -> None:
+        code = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"]
+        self.cells = len(code)
+        self.cell = code.index(cell_index) + 1 if cell_index in code else self.cell
+        self.bars.clear()
+        self._changed()
+
+    def message(self, msg: dict) -> None:
+        """Read one iopub message of the running cell."""
+        kind, content = msg.get("msg_type", ""), msg.get("content", {})
+        if kind == "stream" and content.get("name") == "stderr":
+            for line in re.split(r"[\r\n]", content.get("text", "")):
+                self._show("text:" + line.split(":", 1)[0], line)
+        elif kind in ("comm_open", "comm_msg"):
+            self._widget(content.get("comm_id", ""), content.get("data", {}).get("state", {}))
+        elif kind == "comm_close" and self.bars.pop(content.get("comm_id", ""), None):
+            self._changed()
+
+    def _widget(self, comm_id: str, state: dict) -> None:
+        if "_model_name" in state:
+            self._models[comm_id] = state["_model_name"]
+        if isinstance(state.get("value"), str):
+            self._texts[comm_id] = html.unescape(state["value"]).replace("\u2007", " ").replace("\u2002", " ")
+        children = [c.removeprefix("IPY_MODEL_") for c in state.get("children", [])]
+        if len(children) == 3 and self._models.get(children[1], "").endswith("ProgressModel"):
+            self._boxes[comm_id] = tuple(children)
+        if state.get("bar_style") in ("success", "danger"):  # a finished or abandoned bar
+            for box, (_, bar, _) in self._boxes.items():
+                if bar == comm_id and self.bars.pop(box, None):
+                    self._changed()
+        for box, (label, _, count) in self._boxes.items():
+            if comm_id in (box, label, count):
+                self._show(box, f"{self._texts.get(label, '')}||{self._texts.get(count, '')}")
+
+    def _show(self, bar_id: str, text: str) -> None:
+        match = self._BAR.match(text)
+        if not match:
+            return
+        label, n, total = (match["label"] or "").strip(), int(match["n"]), int(match["total"])
+        if n >= total:
+            self.bars.pop(bar_id, None)
+        else:
+            self.bars[bar_id] = (label, n, total)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)
+
+
+def _notebook_client_class():
+    """papermill's notebook client, reporting cells and messages to a NotebookProgress, shutting down cleanly."""
+    from jupyter_core.utils import run_sync
+    from papermill.clientwrap import PapermillNotebookClient
+
+    class LabNotebookClient(PapermillNotebookClient):
+        def __init__(self, nb_man, progress: NotebookProgress | None = None, **kwargs):
+            if progress is not None:
+                kwargs["on_cell_execute"] = lambda cell, cell_index: progress.cell_started(
+                    cell, cell_index, self.nb.cells
+                )
+            super().__init__(nb_man, **kwargs)
+            self.progress = progress
+
+        def process_message(self, msg, cell, cell_index):
+            if self.progress is not None:
+                self.progress.message(msg)
+            return super().process_message(msg, cell, cell_index)
+
+        def execute(self, **kwargs):
+            """papermill's ``execute``, plus waiting for the kernel to go idle after its last reply.
+
+            jupyter_client interrupts (SIGINT) a kernel before shutting it down; one still finishing its last
+            request then logs "KeyboardInterrupt caught in kernel" although nothing went wrong.
+            """
+            self.reset_execution_trackers()
+            with self.setup_kernel(**kwargs):
+                self.papermill_execute_cells()
+                msg_id = self.kc.kernel_info()
+                info_msg = self.wait_for_reply(msg_id)
+                self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
+                self.set_widgets_metadata()
+                with contextlib.suppress(Exception):  # queue.Empty after 10 s: shut down anyway
+                    while True:
+                        msg = run_sync(self.kc.get_iopub_msg)(timeout=10)
+                        parent = msg["parent_header"].get("msg_id")
+                        if parent == msg_id and msg["content"].get("execution_state") == "idle":
+                            break
+            return self.nb
+
+    return LabNotebookClient
+
+
+def _kernel_config():
+    """Kernel manager settings: CurveZMQ encryption where the kernel supports it (ipykernel >= 7 warns without)."""
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" not in KernelManager.class_trait_names():  # jupyter_client < 8.10
+        return Config()
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
+
+
+def _register_engine() -> str:
+    """Register the papermill engine ``labutils``: papermill's NBClientEngine with the client above."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class LabEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, start_timeout=60, **kwargs):
+            client = _notebook_client_class()(
+                nb_man,
+                progress=progress,
+                kernel_name=kernel_name,
+                startup_timeout=start_timeout,
+                config=_kernel_config(),
+                log=logging.getLogger("papermill"),
+            )
+            return client.execute()
+
+    papermill_engines.register("labutils", LabEngine)
+    return "labutils"
+
+
+class _ProgressBar:
+    """One tqdm bar over the code cells of every notebook of a run, its postfix saying where the run is."""
+
+    def __init__(self, paths: list[Path], enabled: bool):
+        from tqdm.auto import tqdm
+
+        # +1: the parameters cell papermill injects
+        self.sizes = [sum(c.get("cell_type") == "code" for c in json.loads(p.read_text())["cells"]) + 1 for p in paths]
+        self.bar = tqdm(total=sum(self.sizes), unit="cell", disable=not enabled, dynamic_ncols=True)
+        self.index, self.done, self.failed, self.shown = 0, 0, 0, 0.0
+
+    def start(self, index: int, stem: str) -> None:
+        self.index = index
+        self.bar.set_description(f"{stem} ({index + 1}/{len(self.sizes)})", refresh=False)
+
+    def __call__(self, progress: NotebookProgress) -> None:
+        self.bar.n = self.done + max(progress.cell - 1, 0)
+        failed = [f"{self.failed} failed"] if self.failed else []
+        self.bar.set_postfix_str(", ".join([progress.describe(), *failed]), refresh=False)
+        if time.monotonic() - self.shown > 0.5:  # bars inside a cell update many times a second
+            self.shown = time.monotonic()
+            self.bar.refresh()
+
+    def finish(self, ok: bool) -> None:
+        self.done += self.sizes[self.index]
+        self.failed += not ok
+        self.bar.n = self.done
+        self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def run_notebooks(
     paths: list[Path],
     profile: str,
     parameters: dict[str, Any] | None = None,
     runs: Path | None = None,
     progress: bool = True,
+    on_progress: Callable[[NotebookProgress], None] | None = None,
 ) -> list[NotebookRun]:
     """Execute notebooks with papermill into ``runs/<stem>/<stem>.ipynb`` and write ``runs/REPORT.md``.
 
-    A failing notebook does not stop the others; its cell and error are reported and listed in the report.
+    ``parameters`` are checked first (``check_parameters``): a mistake raises ValueError before any kernel
+    starts. A failing notebook does not stop the others; its cell and error are returned and listed in the
+    report. ``progress`` shows one bar over all code cells with the running cell and training bars;
+    ``on_progress`` receives the same ``NotebookProgress`` after every change.
     """
-    from tqdm.auto import tqdm
-
     from labutils import check_profile
     from labutils.results import build_report, runs_dir
 
     check_profile(profile)
+    overrides = check_parameters(paths, parameters)
     runs = Path(runs or runs_dir())
     results: list[NotebookRun] = []
-    bar = tqdm(paths, desc="labs", unit="notebook", disable=not progress)
-    with _environment(LABS_RUNS=str(runs), MPLBACKEND=os.environ.get("MPLBACKEND", "Agg")):  # kernels inherit it
-        for path in bar:
-            bar.set_postfix_str(path.stem)
-            results.append(_run_one(path, profile, parameters, runs))
-            if not results[-1].ok:
-                bar.write(f"FAILED {path.stem} in {results[-1].error}")
+    bar = _ProgressBar(paths, progress)
+    # Kernels inherit these; LABS_PROFILE also reaches a notebook whose parameters cell has no PROFILE.
+    environment = dict(LABS_RUNS=str(runs), LABS_PROFILE=profile, MPLBACKEND=os.environ.get("MPLBACKEND", "Agg"))
+    with _environment(**environment):
+        for index, path in enumerate(paths):
+            bar.start(index, path.stem)
+            watch = NotebookProgress(path.stem, on_change=_both(bar, on_progress))
+            if "PROFILE" in notebook_parameters(path).defaults:
+                overrides[path] = {"PROFILE": profile, **overrides[path]}
+            results.append(_run_one(path, overrides[path], runs, watch))
+            bar.finish(results[-1].ok)
+    bar.close()
     build_report(runs, failures={r.stem: r.error for r in results if not r.ok})
     return results
+
+
+def _both(first: Callable, second: Callable | None) -> Callable:
+    return first if second is None else lambda progress: (first(progress), second(progress))
 
 
 @contextlib.contextmanager
@@ -189,7 +515,7 @@ def _environment(**values: str):
                 os.environ[k] = v
 
 
-def _run_one(path: Path, profile: str, parameters: dict[str, Any] | None, runs: Path) -> NotebookRun:
+def _run_one(path: Path, parameters: dict[str, Any], runs: Path, watch: NotebookProgress | None = None) -> NotebookRun:
     """Execute one notebook into ``runs/<stem>/<stem>.ipynb``; a failure is returned, not raised."""
     import papermill as pm
 
@@ -201,10 +527,12 @@ def _run_one(path: Path, profile: str, parameters: dict[str, Any] | None, runs: 
         pm.execute_notebook(
             str(path),
             str(out),
-            parameters={"PROFILE": profile, **(parameters or {})},
+            parameters=parameters,
             cwd=str(path.parent),
             kernel_name="python3",
+            engine_name=_register_engine(),
             progress_bar=False,
+            progress=watch,
         )
     except Exception as exc:  # report and go on: one broken lab must not hide the others
         return NotebookRun(path.stem, False, time.perf_counter() - start, out, describe_failure(exc))

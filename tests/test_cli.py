@@ -67,6 +67,10 @@ def test_run_executes_notebooks_with_parameters_and_writes_the_report(tmp_path):
     assert (runs / "91_good" / "91_good.ipynb").exists()
     assert "92_bad" in proc.stdout and "ValueError: depth must be >= 1, got 0" in proc.stdout
     assert "cell" in proc.stdout.split("92_bad")[-1]
+    assert (proc.stdout + proc.stderr).count("depth must be >= 1") == 1  # the failure is printed once
+    assert _without_progress(proc.stderr) == [
+        f"1 notebook(s) failed: 92_bad. The executed copies under {runs}/ show the failing cell."
+    ]
     report = (runs / "REPORT.md").read_text()
     assert "## 91_good" in report and "`92_bad`: cell" in report
 
@@ -147,3 +151,178 @@ def test_nbval_fails_when_a_checked_output_changes(tmp_path):
         cwd=tmp_path,
     )
     assert changed.returncode == 1 and "y = 7" in changed.stdout
+
+
+def _without_progress(stderr: str) -> list[str]:
+    """stderr's lines without the progress bar's (tqdm redraws with carriage returns)."""
+    lines = [line.strip() for line in stderr.replace("\r", "\n").splitlines()]
+    return [line for line in lines if line and "cell/s" not in line and "s/cell" not in line and "cell [" not in line]
+
+
+def test_a_successful_run_prints_only_progress_and_summary(tmp_path):
+    """No kernel chatter (unencrypted-TCP warning, KeyboardInterrupt at shutdown) when every notebook succeeds."""
+    body = "from tqdm.auto import tqdm\nfor i in tqdm(range(N), desc='epochs'):\n    pass\nprint('inside')"
+    paths = [_notebook(tmp_path / f"9{k}_quiet.ipynb", body) for k in range(2)]
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "labutils", "run", *map(str, paths), "--runs", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _without_progress(proc.stderr) == [], proc.stderr
+    assert proc.stdout.splitlines()[0] == f"Running 2 notebook(s) in the 'quick' profile into {runs}/"
+    assert [line.split()[:2] for line in proc.stdout.splitlines()[1:3]] == [["ok", "90_quiet"], ["ok", "91_quiet"]]
+    assert proc.stdout.splitlines()[3:] == [f"Report: {runs / 'REPORT.md'}"]
+
+
+# -- parameters are checked before anything runs ------------------------------------------------------
+KNOBS = """
+import labutils
+P = labutils.knobs(PROFILE, globals(), quick=dict(DEPTHS=[2, 4], EPOCHS=1), full=dict(DEPTHS=[2, 8, 16], EPOCHS=5))
+"""
+
+
+def _knobs_notebook(path: Path, second: str = KNOBS) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(
+        "import os\n\nPROFILE = os.environ.get('LABS_PROFILE', 'full')\nSEED = 0\n"
+        "DEPTHS = None  # quick/full below\nEPOCHS = None\nWIDTH = 16\nLR = 0.1\nCHANNELS = (8, 16)\n"
+        "INIT = 'pytorch'\nFREE = None  # no profile defaults: anything goes"
+    )
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A lab"), params, nbformat.v4.new_code_cell(second)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_parameters_cell_and_profile_defaults_are_read_without_running(tmp_path):
+    got = nbtools.notebook_parameters(_knobs_notebook(tmp_path / "81_knobs.ipynb"))
+    assert got.defaults == {
+        "PROFILE": [],  # not a literal: anything (the profile itself is --profile's business)
+        "SEED": [0],
+        "DEPTHS": [[2, 4], [2, 8, 16]],
+        "EPOCHS": [1, 5],
+        "WIDTH": [16],
+        "LR": [0.1],
+        "CHANNELS": [(8, 16)],
+        "INIT": ["pytorch"],
+        "FREE": [],
+    }
+    assert got.none_ok == {"DEPTHS", "EPOCHS", "FREE"}
+    older = "import labutils\nDEPTHS = DEPTHS if DEPTHS is not None else labutils.pick(PROFILE, quick=[2], full=[2, 8])"
+    legacy = nbtools.notebook_parameters(_knobs_notebook(tmp_path / "82_pick.ipynb", older))
+    assert legacy.defaults["DEPTHS"] == [[2], [2, 8]] and legacy.defaults["EPOCHS"] == []
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("DEPTHS", "[3, 5]"),
+        ("DEPTHS", "None"),
+        ("EPOCHS", "3"),
+        ("LR", "1"),
+        ("CHANNELS", "[4, 8]"),
+        ("INIT", "kaiming"),
+        ("FREE", "anything"),
+        ("FREE", "[1, 'a']"),
+        ("SEED", "7"),
+    ],
+)
+def test_fitting_values_are_accepted(tmp_path, name, text):
+    path = _knobs_notebook(tmp_path / "83_ok.ipynb")
+    value = nbtools.parse_value(text)
+    assert nbtools.check_parameters([path], {name: value}) == {path: {name: value}}
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        (
+            "DEPTHS",
+            "notalist",
+            "Parameter DEPTHS='notalist' is a string, but DEPTHS takes a list such as [2, 4] (84_bad).",
+        ),
+        ("EPOCHS", "2.5", "Parameter EPOCHS=2.5 is a number, but EPOCHS takes an integer such as 1 (84_bad)."),
+        ("WIDTH", "[16]", "Parameter WIDTH=[16] is a list, but WIDTH takes an integer such as 16 (84_bad)."),
+        ("CHANNELS", "[4, 'a']", "Parameter CHANNELS=[4, 'a'] is a list, but CHANNELS takes a list such as (8, 16)"),
+        ("SEED", "None", "Parameter SEED=None is None, but SEED takes an integer such as 0 (84_bad)."),
+        ("NOSUCHPARAM", "1", "Unknown parameter NOSUCHPARAM=1 for 84_bad: the parameters are SEED, DEPTHS, EPOCHS,"),
+        ("DEPTH", "[2]", "Unknown parameter DEPTH=[2] for 84_bad (did you mean DEPTHS?): the parameters are SEED,"),
+        ("width", "8", "Unknown parameter width=8 for 84_bad (did you mean WIDTH?)"),
+        ("PROFILE", "full", "Choose the profile with --profile quick|full, not -p PROFILE 'full'."),
+    ],
+)
+def test_mistaken_parameters_stop_the_run_before_any_kernel_starts(tmp_path, capsys, name, text, message):
+    path = _knobs_notebook(tmp_path / "84_bad.ipynb")
+    runs = tmp_path / "runs"
+    assert main(["run", str(path), "-p", name, text, "--runs", str(runs)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: " + message) and captured.err.count("\n") == 1
+    assert captured.out == "" and not runs.exists()
+
+
+def test_a_parameter_goes_to_the_notebooks_that_take_it(tmp_path):
+    knobs = _knobs_notebook(tmp_path / "85_knobs.ipynb")
+    plain = _notebook(tmp_path / "86_plain.ipynb", "pass")
+    assert nbtools.check_parameters([knobs, plain], {"N": 4, "WIDTH": 8}) == {knobs: {"WIDTH": 8}, plain: {"N": 4}}
+    expected = r"^Unknown parameter EPOCH=4 for any of the 2 notebooks \(did you mean EPOCHS\?\)"
+    with pytest.raises(ValueError, match=expected):
+        nbtools.check_parameters([knobs, plain], {"EPOCH": 4})
+
+
+# -- progress inside a notebook -------------------------------------------------------------------------
+FAKE_TQDM = (
+    "import sys, time\n"
+    "sys.stderr.write('epochs:  25%|##5       | 3/12 [00:10<00:30,  3.00s/ep]\\r')\n"
+    "sys.stderr.flush()\n"
+    "time.sleep(0.5)"
+)
+WIDGET_TQDM = "from tqdm.auto import tqdm\nimport time\nfor i in tqdm(range(N), desc='epochs'):\n    time.sleep(0.3)"
+
+
+def test_progress_names_the_cell_and_the_running_training_epoch(tmp_path):
+    """Text tqdm on stderr and tqdm's notebook widget (what the labs show) both reach the progress line."""
+    path = _notebook(tmp_path / "87_progress.ipynb", FAKE_TQDM, checked=WIDGET_TQDM)
+    seen: list[str] = []
+    [run] = nbtools.run_notebooks(
+        [path], "quick", runs=tmp_path / "runs", progress=False, on_progress=lambda p: seen.append(p.describe())
+    )
+    assert run.ok, run.error
+    # 4 code cells: papermill's injected parameters, the parameters cell, the fake bar, the widget bar
+    assert seen[0] == "cell 1 of 4" and "cell 2 of 4" in seen
+    assert "cell 3 of 4, epochs 3/12" in seen
+    assert {"cell 4 of 4, epochs 1/3", "cell 4 of 4, epochs 2/3"} <= set(seen)
+    assert seen[-1] == "cell 4 of 4"  # a finished bar is dropped
+
+
+def _msg(kind: str, **content) -> dict:
+    return {"msg_type": kind, "content": content}
+
+
+def test_progress_reads_text_and_widget_bars():
+    p = nbtools.NotebookProgress("x")
+    p.cell_started({}, 1, [{"cell_type": "markdown"}, {"cell_type": "code"}, {"cell_type": "code"}])
+    assert p.describe() == "cell 1 of 2"
+    p.message(_msg("stream", name="stderr", text="\rdepth sweep:  50%|#####     | 2/4 [00:01<00:01]\rwarming up\n"))
+    p.message(_msg("stream", name="stdout", text="epochs:  50%|#####     | 1/2 [00:01<00:01]"))  # not a bar's stream
+    assert p.describe() == "cell 1 of 2, depth sweep 2/4"
+    html = {"_model_name": "HTMLModel", "value": ""}
+    for comm, state in [("l", html), ("b", {"_model_name": "FloatProgressModel", "value": 0.0}), ("r", html)]:
+        p.message(_msg("comm_open", comm_id=comm, data={"state": state}))
+    p.message(
+        _msg(
+            "comm_open",
+            comm_id="box",
+            data={"state": {"_model_name": "HBoxModel", "children": ["IPY_MODEL_l", "IPY_MODEL_b", "IPY_MODEL_r"]}},
+        )
+    )
+    p.message(_msg("comm_msg", comm_id="l", data={"state": {"value": "epoch\u20073:\u2007\u200725%"}}))
+    p.message(_msg("comm_msg", comm_id="r", data={"state": {"value": "\u200749/196\u2007[00:02&lt;00:06]"}}))
+    assert p.describe() == "cell 1 of 2, depth sweep 2/4, epoch 3 49/196"
+    p.message(_msg("comm_msg", comm_id="b", data={"state": {"bar_style": "danger"}}))  # closed early
+    assert p.describe() == "cell 1 of 2, depth sweep 2/4"
+    p.cell_started({}, 2, [{"cell_type": "markdown"}, {"cell_type": "code"}, {"cell_type": "code"}])
+    assert p.describe() == "cell 2 of 2"

