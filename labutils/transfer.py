@@ -371,7 +371,7 @@ def transfer_model(
     checkpoint: str | os.PathLike | None = None,
     weights: str = "DEFAULT",
     pretrained: bool = True,
-    freeze_bn: bool = True,
+    freeze_bn: bool | None = None,
     phase: int = 1,
     init: str | os.PathLike | None = None,
     keep_head: bool = False,
@@ -387,6 +387,7 @@ def transfer_model(
         strategy: one of :data:`STRATEGIES`; ``phase`` 1 or 2 for ``two_phase``.
         pretrained: False builds the same architecture with random weights (the from-scratch baseline).
         freeze_bn: freeze the batch norms of the trainable stages too (those of frozen stages always are).
+            Default: True with pretrained weights, False with random ones (they have no statistics worth keeping).
         init: a file with the weights of this whole transfer model to start from (e.g. the best checkpoint
             of phase 1 when building phase 2); read with :func:`labutils.train.load_checkpoint`.
         keep_head: keep the backbone's own head (source and target share their classes); its size must be
@@ -421,6 +422,7 @@ def transfer_model(
             replace_head(model, num_classes)
     if init is not None:
         load_checkpoint(init, model)
+    freeze_bn = pretrained if freeze_bn is None else bool(freeze_bn)
     return freeze(model, trainable_stages(model, strategy, phase), freeze_bn=freeze_bn)
 
 
@@ -534,8 +536,8 @@ def fit_two_phase(
 def extract_features(model: nn.Module, loader, device=None, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The head's input for every sample of ``loader``: ``(features (N, D) float32, labels (N,) int64)``.
 
-    Runs in evaluation mode without gradients (the model's mode is restored afterwards), on ``device``
-    (default: CUDA, then MPS, then CPU), with a progress bar.
+    Runs in evaluation mode without gradients, with a progress bar, on ``device`` (default: CUDA, then MPS,
+    then CPU). The model's training mode is restored afterwards; the model stays on ``device``.
     """
     from tqdm.auto import tqdm
 
