@@ -45,7 +45,7 @@ from labutils import check_profile, synthetic
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("LABS_DATA") or REPO_ROOT / "data")
 
-DATASETS = ("mnist", "cifar10", "cifar100", "imagenette", "pets")
+DATASETS = ("mnist", "cifar10", "cifar100", "imagenette", "pets", "digits")
 AUGMENTATIONS = ("none", "standard", "strong")
 NETWORK_TIMEOUT_S = 4.0
 
@@ -133,6 +133,18 @@ _SPECS: dict[str, _Spec] = {
         ("thor.robots.ox.ac.uk",),
         "images.tar.gz and annotations.tar.gz in data/oxford-iiit-pet/",
     ),
+    # scikit-learn's bundled 8x8 digits, upsampled to MNIST's layout; mean/std of all 1,797 upsampled images.
+    "digits": _Spec(
+        "scikit-learn digits (8x8, upsampled to 28x28)",
+        10,
+        (1, 28, 28),
+        (0.1557,),
+        (0.2773,),
+        200,
+        (1_297, 500),
+        (),
+        "nothing: the digits ship inside scikit-learn",
+    ),
 }
 
 _CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -172,10 +184,16 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     sizes: dict[str, int] = field(default_factory=dict)
+    class_ids: tuple[int, ...] | None = None  # original labels kept (in new-label order), if a subset was asked for
+    train_per_class: int | None = None  # label budget: training images per class, if one was asked for
 
     def describe(self) -> str:
         """One line for a notebook to print; the stand-in says plainly that it is not real data."""
         sizes = ", ".join(f"{k} {v:,}" for k, v in self.sizes.items())
+        if self.class_ids is not None:
+            sizes += f"; classes {', '.join(map(str, self.class_ids))} relabelled 0..{len(self.class_ids) - 1}"
+        if self.train_per_class is not None:
+            sizes += f"; {self.train_per_class} training images per class"
         if self.synthetic:
             return (
                 f"SYNTHETIC STAND-IN for {self.title} (real files not available here): {self.name}, "
@@ -184,7 +202,7 @@ class DatasetInfo:
         return f"{self.title}: {self.source}; {self.num_classes} classes, {sizes}."
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "base": self.base,
             "title": self.title,
@@ -194,6 +212,12 @@ class DatasetInfo:
             "image_shape": list(self.image_shape),
             "sizes": dict(self.sizes),
         }
+        # Only present when used, so records of whole datasets read as before.
+        if self.class_ids is not None:
+            out["class_ids"] = list(self.class_ids)
+        if self.train_per_class is not None:
+            out["train_per_class"] = self.train_per_class
+        return out
 
 
 @dataclass
@@ -505,6 +529,36 @@ def _real_folder_dataset(name: str, root: Path):
     return (result, "torchvision download") if result is not None else (None, why)
 
 
+# -- scikit-learn's digits ---------------------------------------------------------------------------
+DIGITS_SOURCE = "scikit-learn bundled digits (UCI ML hand-written digits)"
+DIGITS_SPLIT_SEED = 0  # the test set is fixed, like a real dataset's; the lab seed only moves the val split
+DIGITS_TEST_PER_CLASS = 50
+
+
+def _digits() -> tuple[np.ndarray, ...]:
+    """The 1,797 bundled 8x8 digits as MNIST-like uint8 (N, 1, 28, 28) images, split 1,297 train / 500 test.
+
+    MNIST centres each digit in a 20x20 box inside the 28x28 frame; the 8x8 digits fill their frame, so
+    they are upsampled (bilinear) to 20x20 and padded by 4 pixels, and their 0..16 grey levels are
+    scaled to 0..255, so that a network trained on MNIST reads them at the scale it knows. The test
+    set holds 50 images of every class, drawn with a fixed seed.
+    """
+    import torch
+    from sklearn.datasets import load_digits
+    from torch.nn import functional as F
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32))[:, None] * (255.0 / 16.0)
+    x = F.pad(F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False), (4, 4, 4, 4))
+    images = x.round().clamp(0, 255).to(torch.uint8).numpy()
+    labels = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    test = np.zeros(len(labels), bool)
+    for c in range(10):
+        test[rng.permutation(np.flatnonzero(labels == c))[:DIGITS_TEST_PER_CLASS]] = True
+    return images[~test], labels[~test], images[test], labels[test]
+
+
 # -- the synthetic stand-in ------------------------------------------------------------------------
 def _synthetic(name: str, root: Path) -> tuple[np.ndarray, ...]:
     """Draw (once) and cache the stand-in; train and test come from different seeds."""
@@ -532,7 +586,7 @@ def _draw_synthetic(name: str, cache: Path) -> tuple[np.ndarray, ...]:
 def _class_names(name: str, found: list[str] | None) -> tuple[str, ...]:
     if found:
         return tuple(found)
-    if name == "mnist":
+    if name in ("mnist", "digits"):
         return tuple(str(d) for d in range(10))
     if name == "cifar10":
         return tuple(_CIFAR10_CLASSES)
@@ -558,6 +612,8 @@ def _load_raw(name: str, profile: str) -> tuple[tuple[np.ndarray, ...], DatasetI
     classes = None
     if name == "mnist":
         arrays, source = _real_mnist(root)
+    elif name == "digits":
+        arrays, source = _digits(), DIGITS_SOURCE
     elif name in ("cifar10", "cifar100"):
         result, source = _real_cifar(name, root)
         arrays, classes = result if result is not None else (None, None)
@@ -615,6 +671,42 @@ def _check_count(what: str, value: int | None, limit: int) -> None:
         raise ValueError(f"{what}={value!r} is not possible here: use an integer from 0 to {limit}.")
 
 
+def _check_classes(classes, info: DatasetInfo) -> tuple[int, ...]:
+    ok = isinstance(classes, (list, tuple)) and len(classes) >= 2
+    ok = ok and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes)
+    ok = ok and len(set(classes)) == len(classes) and all(0 <= c < info.num_classes for c in classes)
+    if not ok:
+        raise ValueError(
+            f"classes={classes!r} is not possible for {info.name}: give at least two distinct labels "
+            f"from 0 to {info.num_classes - 1}, e.g. (5, 6, 7, 8, 9)."
+        )
+    return tuple(int(c) for c in classes)
+
+
+def _keep_classes(x: np.ndarray, y: np.ndarray, class_ids: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The images of ``class_ids`` only, relabelled 0..k-1 in the order given."""
+    relabel = np.full(int(max(y.max(), *class_ids)) + 1, -1, np.int64)
+    relabel[list(class_ids)] = np.arange(len(class_ids))
+    keep = relabel[y] >= 0
+    return x[keep], relabel[y[keep]]
+
+
+def _first_per_class(order: np.ndarray, y: np.ndarray, n: int, info: DatasetInfo) -> np.ndarray:
+    """The first ``n`` indices of every class in ``order`` (order kept); one error if a class has fewer."""
+    counts = np.bincount(y[order], minlength=info.num_classes)
+    short = [c for c in range(info.num_classes) if counts[c] < n]
+    if short:
+        c = short[0]
+        raise ValueError(
+            f"train_per_class={n} is not possible: class {info.classes[c]!r} has only {counts[c]} training "
+            f"images after the validation split; use at most {int(counts.min())} (or a smaller val_size)."
+        )
+    labels, keep = y[order], np.zeros(len(order), bool)
+    for c in range(info.num_classes):
+        keep[np.flatnonzero(labels == c)[:n]] = True
+    return order[keep]
+
+
 def load_arrays(
     name: str,
     *,
@@ -623,6 +715,8 @@ def load_arrays(
     seed: int = 0,
     train_subset: int | None = None,
     test_subset: int | None = None,
+    classes: tuple[int, ...] | list[int] | None = None,
+    train_per_class: int | None = None,
 ) -> ArraySplits:
     """Train/validation/test arrays of a dataset (uint8 images (N, C, H, W), int64 labels).
 
@@ -630,9 +724,35 @@ def load_arrays(
     5,000 for CIFAR) are held out of the
     training set by a permutation seeded with ``seed``, so the split is reproducible. ``train_subset`` and
     ``test_subset`` keep the first n of the (seeded) shuffled training remainder and test set.
+
+    ``classes=(5, 6, 7, 8, 9)`` keeps only those classes (in every split, before the validation split is
+    carved) and relabels them 0..k-1 in the order given; ``info.classes`` names them and
+    ``info.class_ids`` records the original labels. ``train_per_class=n`` is a label budget: the first n
+    training images of every class in the seeded shuffle (the validation split is not reduced).
     """
     spec = _spec(name)
     (x_all, y_all, x_test, y_test), info = _load_raw(name, check_profile(profile))
+    if classes is not None:
+        class_ids = _check_classes(classes, info)
+        x_all, y_all = _keep_classes(x_all, y_all, class_ids)
+        x_test, y_test = _keep_classes(x_test, y_test, class_ids)
+        info = replace(
+            info,
+            num_classes=len(class_ids),
+            classes=tuple(info.classes[c] for c in class_ids),
+            class_ids=class_ids,
+        )
+    if train_per_class is not None:
+        if isinstance(train_per_class, bool) or not isinstance(train_per_class, (int, np.integer)):
+            raise ValueError(f"train_per_class={train_per_class!r} is not possible: use a positive integer.")
+        if train_per_class < 1:
+            raise ValueError(f"train_per_class={train_per_class!r} is not possible: use a positive integer.")
+        if train_subset is not None:
+            raise ValueError(
+                f"train_subset={train_subset!r} and train_per_class={train_per_class!r} were both given: "
+                "use one of them."
+            )
+        info = replace(info, train_per_class=int(train_per_class))
     # Stand-ins are smaller than the real sets: hold out at most a fifth of them by default.
     val_size = min(spec.val_size, len(x_all) // 5) if val_size is None else val_size
     _check_count("val_size", val_size, len(x_all) - 1)
@@ -643,6 +763,8 @@ def load_arrays(
     _check_count("test_subset", test_subset, len(x_test))
     if train_subset is not None:
         train_idx = train_idx[:train_subset]
+    if train_per_class is not None:
+        train_idx = _first_per_class(train_idx, y_all, int(train_per_class), info)
     test_idx = np.arange(len(x_test)) if test_subset is None else rng.permutation(len(x_test))[:test_subset]
     info = replace(info, sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)})
     return ArraySplits(
@@ -732,6 +854,8 @@ def make_loaders(
     test_subset: int | None = None,
     num_workers: int | None = None,
     eval_batch_size: int | None = None,
+    classes: tuple[int, ...] | list[int] | None = None,
+    train_per_class: int | None = None,
 ) -> Loaders:
     """PyTorch DataLoaders (train shuffled and augmented; val/test in order) of normalised images.
 
@@ -744,7 +868,14 @@ def make_loaders(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is not possible: use a positive integer.")
     splits = load_arrays(
-        name, profile=profile, val_size=val_size, seed=seed, train_subset=train_subset, test_subset=test_subset
+        name,
+        profile=profile,
+        val_size=val_size,
+        seed=seed,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        classes=classes,
+        train_per_class=train_per_class,
     )
     info = splits.info
     transform = augmentation(augment, info.image_shape[-1])

@@ -8,7 +8,8 @@ def test_setup_notebook_surveys_every_dataset(notebook_metrics):
     assert m["metrics"]["environment"]["torch"] == m["versions"]["torch"]
     assert m["metrics"]["environment"]["wandb_mode"] == "offline"
     surveyed = set(m["metrics"]["datasets_real"]) | set(m["metrics"]["datasets_synthetic"])
-    assert surveyed == {"mnist", "cifar10", "cifar100", "imagenette", "pets"}
+    assert surveyed == {"mnist", "cifar10", "cifar100", "imagenette", "pets", "digits"}
+    assert "digits" in m["metrics"]["datasets_real"]  # bundled with scikit-learn: always real
     assert "mnist" in m["metrics"]["datasets_real"]  # MNIST is real whenever a package index is reachable
     rows = {r["dataset"]: r for r in m["tables"]["datasets"]["rows"]}
     assert rows["mnist"]["test"] == 10_000 and rows["mnist"]["train"] + rows["mnist"]["val"] == 60_000

@@ -1,0 +1,669 @@
+"""Transfer learning: pretrained backbones, a stage view of them, freezing by stage, strategies by name,
+discriminative learning rates, feature extraction and classical baselines on the features.
+
+A backbone is one of
+
+* ``"course"``: a network saved by lab 05 with :func:`labutils.train.save_backbone` (a CIFAR ResNet of depth
+  6n + 2 or the course's ResNet-18), rebuilt from the checkpoint's ``model_kwargs``;
+* ``"resnet18"`` / ``"resnet50"``: torchvision's ImageNet networks. Their weights are read from torch's cache,
+  ``$TORCH_HOME/hub/checkpoints/`` under torchvision's own file names (``resnet18-f37072fd.pth`` …), or
+  downloaded there when the host answers within seconds; otherwise :class:`ImageNetWeightsUnavailable` says
+  which file to place where, and a lab goes on with the course backbone.
+
+Every backbone is seen as the same few **stages**, input side first, ending with the classifier ``head``::
+
+    course ResNet (6n+2)   stem, stage1, stage2, stage3, head
+    course ResNet-18       stem, stage1, stage2, stage3, stage4, head
+    torchvision ResNet     stem, layer1, layer2, layer3, layer4, head      (stem = conv1, bn1, relu, maxpool)
+
+and a **strategy** says which stages train:
+
+    linear_probe   head only (the backbone is a fixed feature extractor)
+    ft0            head + the last stage            ft1   + the stage before     ft2   + one more
+    full           every stage
+    two_phase      phase 1: head only; phase 2: the last two stages + head at a tenth of the learning rate
+                   (the ResNet-50 recipe: 10 epochs of phase 1, then layer3, layer4 and fc, ReduceLROnPlateau)
+
+Batch normalisation in a frozen stage is always frozen: running statistics *and* affine parameters, in
+evaluation mode even under ``model.train()``, so a frozen stage computes the same function before and after
+training. ``freeze_bn=True`` (the default) freezes the batch norms of the trainable stages too, which is
+what small batches from a new dataset need; ``freeze_bn=False`` lets them adapt.
+
+>>> model = transfer_model("course", checkpoint=path, strategy="ft0", num_classes=5)
+>>> groups = param_groups(model, lr=1e-3, decay=0.3)           # head 1e-3, last stage 3e-4, ...
+>>> feats, labels = extract_features(model, loaders.train)      # (N, D) float32, (N,) int64
+>>> svm_baseline(feats, labels, test_feats, test_labels, C=1.0).top1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch import nn
+
+from labutils import models as M
+from labutils.train import CheckpointMismatchError, load_backbone, load_checkpoint, load_state_checked
+from labutils.util import check_choice, check_int
+
+BACKBONES = ("course", "resnet18", "resnet50")
+IMAGENET_ARCHS = ("resnet18", "resnet50")
+STRATEGIES = ("linear_probe", "ft0", "ft1", "ft2", "full", "two_phase")
+HEAD = "head"
+# The two-phase recipe: phase 1 trains the head for TWO_PHASE_EPOCHS epochs; phase 2 unfreezes the last
+# TWO_PHASE_UNFREEZE stages as well, at TWO_PHASE_LR_FACTOR times the learning rate, under ReduceLROnPlateau.
+TWO_PHASE_EPOCHS = 10
+TWO_PHASE_UNFREEZE = 2
+TWO_PHASE_LR_FACTOR = 0.1
+DOWNLOAD_TIMEOUT_S = 4.0  # the connection probe; a download that started is bounded per socket read
+
+
+class ImageNetWeightsUnavailable(RuntimeError):
+    """torchvision's ImageNet weights are neither in torch's cache nor downloadable (or the cached file is wrong)."""
+
+
+class HeadMismatchError(ValueError):
+    """A classifier head's number of outputs differs from the number of classes of the target data."""
+
+
+# --------------------------------------------------------------------------------------------
+# Backbones
+# --------------------------------------------------------------------------------------------
+_COURSE_CLASSES = {"ResNet": M.ResNet, "PlainCNN": M.PlainCNN, "ResNet18": M.ResNet18}
+
+
+def course_backbone(path: str | os.PathLike, *, pretrained: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """The network lab 05 saved at ``path`` (:func:`labutils.train.save_backbone`); returns ``(model, meta)``.
+
+    The architecture comes from the checkpoint (``model_class`` and ``meta["model_kwargs"]``).
+    ``pretrained=False`` builds the same architecture with fresh random weights: the from-scratch baseline.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No course backbone at {path}: run lab 05 (notebooks/05_residual_cnn.ipynb), which saves "
+            "runs/05_residual_cnn/backbone_resnet.pt, or pass the file it wrote."
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "labutils-backbone":
+        raise ValueError(f"{path} is not a backbone checkpoint written by labutils.train.save_backbone.")
+    name = ckpt.get("model_class")
+    if name not in _COURSE_CLASSES:
+        raise ValueError(
+            f"{path} holds a {name}; transfer works with the course's {', '.join(_COURSE_CLASSES)} backbones."
+        )
+    if not pretrained:
+        meta = dict(ckpt["meta"])
+        return _COURSE_CLASSES[name](**meta.get("model_kwargs", {})), meta
+    return load_backbone(path, _COURSE_CLASSES[name])
+
+
+def _imagenet_weights(arch: str, weights: str):
+    from torchvision import models as tvm
+
+    check_choice("ImageNet backbone", arch, IMAGENET_ARCHS)
+    enum = tvm.get_model_weights(arch)
+    try:
+        return enum[weights]
+    except KeyError:
+        raise ValueError(
+            f"Unknown weights {weights!r} for {arch}: choose one of DEFAULT, {', '.join(w.name for w in enum)}."
+        ) from None
+
+
+def imagenet_weights_file(arch: str, weights: str = "DEFAULT") -> Path:
+    """Where torch's cache keeps ``arch``'s ImageNet weights: ``$TORCH_HOME/hub/checkpoints/<torchvision's name>``.
+
+    The file name is the last part of the weights' URL in torchvision's enum (e.g. ``resnet18-f37072fd.pth``),
+    exactly where ``torchvision.models.resnet18(weights=...)`` looks for it.
+    """
+    url = _imagenet_weights(arch, weights).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _download_weights(url: str, target: Path, timeout: float) -> str | None:
+    """Download ``url`` to ``target`` (hash-checked by torch.hub) if its host answers; returns why not, or None."""
+    from labutils.data import _socket_timeout, network_reachable
+
+    host = urlparse(url).hostname or ""
+    if not network_reachable(host, timeout=timeout):
+        return f"no connection to {host}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(target.name)
+    try:
+        with _socket_timeout(30):
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=match.group(1) if match else None)
+    except Exception as exc:  # a refused or broken download is missing weights, not a crash
+        return f"download failed ({type(exc).__name__}: {exc})"
+    return None
+
+
+def imagenet_backbone(
+    arch: str = "resnet18",
+    *,
+    weights: str = "DEFAULT",
+    pretrained: bool = True,
+    download: bool = True,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> nn.Module:
+    """torchvision's ``arch`` (``resnet18`` or ``resnet50``) with ImageNet weights from torch's cache.
+
+    ``weights`` names a member of torchvision's weights enum (``"DEFAULT"``, ``"IMAGENET1K_V1"``, …). A missing
+    file is downloaded when ``download`` and the host answers within ``timeout`` seconds; otherwise, or when
+    the file holds something else, :class:`ImageNetWeightsUnavailable` says which file to place where.
+    ``pretrained=False`` gives the same network with random weights (no file needed).
+    """
+    from torchvision import models as tvm
+
+    w = _imagenet_weights(arch, weights)
+    model = tvm.get_model(arch, weights=None)
+    if not pretrained:
+        return model
+    path = imagenet_weights_file(arch, weights)
+    title = f"torchvision's {arch} ImageNet weights ({w.name})"
+    if not path.is_file():
+        why = _download_weights(w.url, path, timeout) if download else "downloading was not allowed"
+        if why is not None:
+            raise ImageNetWeightsUnavailable(
+                f"{title} are not in torch's cache and could not be downloaded ({why}): place {path.name} "
+                f"(from {w.url}) in {path.parent}/ and run again, or use the course backbone."
+            )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        load_state_checked(model, state, source=str(path))
+    except Exception as exc:  # whatever the file holds, the user's fix is the same: the right file
+        detail = str(exc).split(": ", 1)[-1] if isinstance(exc, CheckpointMismatchError) else str(exc)
+        raise ImageNetWeightsUnavailable(
+            f"{path} is not {title} ({detail.rstrip('.')}); replace it with {path.name} from {w.url}."
+        ) from None
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# The stage view
+# --------------------------------------------------------------------------------------------
+def stage_prefixes(model: nn.Module) -> OrderedDict[str, tuple[str, ...]]:
+    """Stage name -> the parameter-name prefixes of that stage, input side first, ``head`` last.
+
+    A parameter belongs to a stage when its name equals a prefix or starts with ``prefix + "."``; these
+    prefixes are what an optimizer grouped by parameter names (e.g. a recipe's ``lr_groups``) matches.
+    """
+    from torchvision.models import ResNet as TorchvisionResNet
+
+    if isinstance(model, M.CifarNet):
+        body = [("stem", ("stem",))] + [(f"stage{i}", (f"stage{i}",)) for i in (1, 2, 3)]
+    elif isinstance(model, M.ResNet18):
+        body = [("stem", ("stem",))] + [(f"stage{i + 1}", (f"stages.{i}",)) for i in range(len(model.stages))]
+    elif isinstance(model, TorchvisionResNet):
+        body = [("stem", ("conv1", "bn1"))] + [(f"layer{i}", (f"layer{i}",)) for i in (1, 2, 3, 4)]
+    else:
+        raise ValueError(
+            f"{type(model).__name__} has no stage view: transfer works with the course's ResNet, PlainCNN and "
+            "ResNet18 and with torchvision's ResNets."
+        )
+    return OrderedDict([*body, (HEAD, ("fc",))])
+
+
+def stages(model: nn.Module) -> OrderedDict[str, nn.Module]:
+    """Stage name -> module, input side first, ``head`` (the final ``nn.Linear``) last.
+
+    Applying the stages before the head in order, then global average pooling, gives the backbone's
+    features; torchvision's stem is returned as ``nn.Sequential(conv1, bn1, relu, maxpool)``.
+    """
+    out = OrderedDict()
+    for name, prefixes in stage_prefixes(model).items():
+        if prefixes == ("conv1", "bn1"):
+            out[name] = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        else:
+            out[name] = model.get_submodule(prefixes[0])
+    return out
+
+
+def _stage_of(param_name: str, prefixes: Mapping[str, tuple[str, ...]]) -> str:
+    for stage, pre in prefixes.items():
+        if any(param_name == p or param_name.startswith(p + ".") for p in pre):
+            return stage
+    raise ValueError(f"Parameter {param_name!r} belongs to no stage of this model.")  # pragma: no cover
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Put a fresh ``nn.Linear(feature_dim, num_classes)`` in place of the head; returns the model.
+
+    The new head is initialised by PyTorch's default (from the global random state) on the old head's device.
+    """
+    check_int("num_classes", num_classes, 1)
+    old = stages(model)[HEAD]
+    new = nn.Linear(old.in_features, num_classes).to(device=old.weight.device, dtype=old.weight.dtype)
+    setattr(model, stage_prefixes(model)[HEAD][0], new)
+    if hasattr(model, "num_classes"):
+        model.num_classes = num_classes
+    return model
+
+
+def check_head(model: nn.Module, num_classes: int, *, target: str = "the target data") -> None:
+    """Raise :class:`HeadMismatchError` unless the model's head gives ``num_classes`` logits."""
+    out = stages(model)[HEAD].out_features
+    if out != num_classes:
+        raise HeadMismatchError(
+            f"The model's head gives {out} logits but {target} has {num_classes} classes: replace the head "
+            f"(replace_head(model, {num_classes}), or transfer_model(..., keep_head=False))."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Freezing
+# --------------------------------------------------------------------------------------------
+class _FrozenBatchNorm:
+    """Batch norm fixed in evaluation mode: ``train()`` cannot switch it back, so its running statistics stay
+    as they are and it normalises with them. Installed by swapping the module's class, so the state dict,
+    parameter names and hooks of the network stay exactly what they were."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+class FrozenBatchNorm1d(_FrozenBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class FrozenBatchNorm2d(_FrozenBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+_FROZEN_BN = {nn.BatchNorm1d: FrozenBatchNorm1d, nn.BatchNorm2d: FrozenBatchNorm2d}
+_THAWED_BN = {v: k for k, v in _FROZEN_BN.items()}
+
+
+def is_frozen_bn(module: nn.Module) -> bool:
+    return isinstance(module, _FrozenBatchNorm)
+
+
+def _freeze_bn(bn: nn.Module) -> None:
+    bn.__class__ = _FROZEN_BN[type(bn)]
+    for p in bn.parameters(recurse=False):
+        p.requires_grad_(False)
+    bn.eval()
+
+
+def freeze(model: nn.Module, trainable_stages: Iterable[str], *, freeze_bn: bool = True) -> nn.Module:
+    """Make exactly the parameters of ``trainable_stages`` trainable; returns the model.
+
+    Batch norms of frozen stages are frozen (evaluation mode for good, affine parameters fixed); with
+    ``freeze_bn`` those of the trainable stages too. Calling ``freeze`` again starts from a fully thawed
+    model, so a second phase simply calls it with more stages.
+    """
+    layout = stage_prefixes(model)
+    trainable = list(trainable_stages)
+    unknown = [s for s in trainable if s not in layout]
+    if unknown:
+        raise ValueError(
+            f"Unknown stage {unknown[0]!r} for {type(model).__name__}: its stages are {', '.join(layout)}."
+        )
+    for m in model.modules():  # thaw everything first
+        if type(m) in _THAWED_BN:
+            m.__class__ = _THAWED_BN[type(m)]
+            m.train(model.training)
+    for name, p in model.named_parameters():
+        p.requires_grad_(_stage_of(name, layout) in trainable)
+    for stage, module in stages(model).items():
+        if stage not in trainable or freeze_bn:
+            for m in module.modules():
+                if type(m) in _FROZEN_BN:
+                    _freeze_bn(m)
+    return model
+
+
+def trainable_summary(model: nn.Module) -> list[dict[str, Any]]:
+    """One row per stage: ``stage``, ``parameters``, ``trainable`` (counts) and ``frozen_bn`` (frozen / all BN)."""
+    layout = stage_prefixes(model)
+    rows = {s: {"stage": s, "parameters": 0, "trainable": 0, "frozen_bn": "0/0"} for s in layout}
+    for name, p in model.named_parameters():
+        row = rows[_stage_of(name, layout)]
+        row["parameters"] += p.numel()
+        row["trainable"] += p.numel() if p.requires_grad else 0
+    for stage, module in stages(model).items():
+        bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        rows[stage]["frozen_bn"] = f"{sum(map(is_frozen_bn, bns))}/{len(bns)}"
+    return list(rows.values())
+
+
+def trainable_stages(model: nn.Module, strategy: str, phase: int = 1) -> list[str]:
+    """The stages a strategy trains (``phase`` 2 only for ``two_phase``), input side first."""
+    check_choice("strategy", strategy, STRATEGIES)
+    if phase not in (1, 2) or (phase == 2 and strategy != "two_phase"):
+        raise ValueError(
+            f"phase={phase!r} is not possible for strategy {strategy!r}: phase 2 exists for two_phase only."
+        )
+    names = list(stage_prefixes(model))
+    body = names[1:-1]  # everything between the stem and the head
+    if strategy == "full":
+        return names
+    if strategy == "linear_probe" or (strategy == "two_phase" and phase == 1):
+        extra = 0
+    elif strategy == "two_phase":
+        extra = TWO_PHASE_UNFREEZE
+    else:
+        extra = int(strategy[2]) + 1
+    if extra > len(body):
+        raise ValueError(
+            f"Strategy {strategy!r} trains the last {extra} stages but {type(model).__name__} has only "
+            f"{len(body)} after its stem ({', '.join(body)}): use 'full'."
+        )
+    return body[len(body) - extra :] + [HEAD]
+
+
+# --------------------------------------------------------------------------------------------
+# A ready model by name (what an experiment recipe calls)
+# --------------------------------------------------------------------------------------------
+def transfer_model(
+    backbone: str = "course",
+    *,
+    num_classes: int,
+    strategy: str = "linear_probe",
+    checkpoint: str | os.PathLike | None = None,
+    weights: str = "DEFAULT",
+    pretrained: bool = True,
+    freeze_bn: bool | None = None,
+    phase: int = 1,
+    init: str | os.PathLike | None = None,
+    keep_head: bool = False,
+    download: bool = True,
+    seed: int | None = None,
+) -> nn.Module:
+    """A backbone re-headed for ``num_classes`` classes with the strategy's stages trainable.
+
+    Args:
+        backbone: ``"course"`` (needs ``checkpoint``, the file lab 05 saved), ``"resnet18"`` or ``"resnet50"``
+            (torchvision, ImageNet ``weights`` from torch's cache; see :func:`imagenet_backbone`).
+        num_classes: classes of the target data.
+        strategy: one of :data:`STRATEGIES`; ``phase`` 1 or 2 for ``two_phase``.
+        pretrained: False builds the same architecture with random weights (the from-scratch baseline).
+        freeze_bn: freeze the batch norms of the trainable stages too (those of frozen stages always are).
+            Default: True with pretrained weights, False with random ones (they have no statistics worth keeping).
+        init: a file with the weights of this whole transfer model to start from (e.g. the best checkpoint
+            of phase 1 when building phase 2); read with :func:`labutils.train.load_checkpoint`.
+        keep_head: keep the backbone's own head (source and target share their classes); its size must be
+            ``num_classes``.
+        seed: if given, the random parts (new head, or every weight when not pretrained) are drawn from it
+            without touching the global random state.
+
+    All arguments are plain values (and paths), so an experiment recipe can store and key them.
+    """
+    check_choice("backbone", backbone, BACKBONES)
+    check_choice("strategy", strategy, STRATEGIES)
+    check_int("num_classes", num_classes, 1)
+    if phase not in (1, 2) or (phase == 2 and strategy != "two_phase"):
+        raise ValueError(
+            f"phase={phase!r} is not possible for strategy {strategy!r}: phase 2 exists for two_phase only."
+        )
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    with rng:
+        if seed is not None:
+            torch.manual_seed(seed)
+        if backbone == "course":
+            if checkpoint is None:
+                raise ValueError("backbone='course' needs checkpoint=<the backbone file lab 05 saved>.")
+            model, _ = course_backbone(checkpoint, pretrained=pretrained)
+        else:
+            if checkpoint is not None:
+                raise ValueError(f"checkpoint={checkpoint!r} applies to backbone='course' only, not {backbone!r}.")
+            model = imagenet_backbone(backbone, weights=weights, pretrained=pretrained, download=download)
+        if keep_head:
+            check_head(model, num_classes)
+        else:
+            replace_head(model, num_classes)
+    if init is not None:
+        load_checkpoint(init, model)
+    freeze_bn = pretrained if freeze_bn is None else bool(freeze_bn)
+    return freeze(model, trainable_stages(model, strategy, phase), freeze_bn=freeze_bn)
+
+
+# --------------------------------------------------------------------------------------------
+# Discriminative learning rates
+# --------------------------------------------------------------------------------------------
+def _stage_multipliers(
+    model: nn.Module, stage_lr: Mapping[str, float] | None, decay: float | None
+) -> OrderedDict[str, float]:
+    names = list(stage_prefixes(model))
+    if stage_lr is not None and decay is not None:
+        raise ValueError("Give stage_lr or decay, not both.")
+    if decay is not None:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+            raise ValueError(f"decay={decay!r} is not possible: use a number in (0, 1] (1 = one learning rate).")
+        # the head gets the full rate; each stage closer to the input a factor `decay` less
+        return OrderedDict((s, float(decay) ** (len(names) - 1 - i)) for i, s in enumerate(names))
+    mult = OrderedDict((s, 1.0) for s in names)
+    for stage, factor in (stage_lr or {}).items():
+        if stage not in mult:
+            raise ValueError(f"Unknown stage {stage!r} in stage_lr: the stages are {', '.join(names)}.")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+            raise ValueError(f"stage_lr[{stage!r}]={factor!r} is not possible: use a positive multiplier.")
+        mult[stage] = float(factor)
+    return mult
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    *,
+    stage_lr: Mapping[str, float] | None = None,
+    decay: float | None = None,
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups, one per stage with trainable parameters, input side first.
+
+    Each group is ``{"params": [...], "lr": lr * multiplier, "stage": name}``. Multipliers come from
+    ``stage_lr`` (``{"layer3": 0.1, "layer4": 0.3}``; unnamed stages get 1) or from ``decay`` (head 1, the
+    stage before ``decay``, then ``decay**2`` …: discriminative fine-tuning). Frozen parameters are left out.
+    ``torch.optim.SGD(param_groups(model, 0.01, decay=0.5), momentum=0.9)``.
+    """
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+        raise ValueError(f"Learning rate lr={lr!r} must be a positive number.")
+    mult = _stage_multipliers(model, stage_lr, decay)
+    layout = stage_prefixes(model)
+    members: dict[str, list[nn.Parameter]] = {s: [] for s in layout}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            members[_stage_of(name, layout)].append(p)
+    groups = [{"params": ps, "lr": lr * mult[s], "stage": s} for s, ps in members.items() if ps]
+    if not groups:
+        raise ValueError("The model has no trainable parameters: freeze() left every stage frozen.")
+    return groups
+
+
+def lr_groups(
+    model: nn.Module, *, stage_lr: Mapping[str, float] | None = None, decay: float | None = None
+) -> dict[str, float]:
+    """The same multipliers as :func:`param_groups`, keyed by parameter-name prefix (``{"layer3": 0.1, "fc": 1.0,
+    "conv1": ...}``): the form an experiment recipe's ``lr_groups`` takes."""
+    mult = _stage_multipliers(model, stage_lr, decay)
+    return {p: mult[s] for s, prefixes in stage_prefixes(model).items() for p in prefixes}
+
+
+# --------------------------------------------------------------------------------------------
+# Two phases with labutils.train.fit
+# --------------------------------------------------------------------------------------------
+def fit_two_phase(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    *,
+    lr: float,
+    phase1_epochs: int = TWO_PHASE_EPOCHS,
+    phase2_epochs: int = TWO_PHASE_EPOCHS,
+    freeze_bn: bool = True,
+    scheduler: str | None = "plateau",
+    checkpoint_dir: str | os.PathLike | None = None,
+    **fit_kwargs,
+):
+    """Train the head alone for ``phase1_epochs`` at ``lr``, then the last two stages and the head for
+    ``phase2_epochs`` at ``lr * TWO_PHASE_LR_FACTOR``; each phase is one :func:`labutils.train.fit` call
+    (a fresh optimizer and scheduler). Returns the two histories. Checkpoints go to ``phase1/`` and
+    ``phase2/`` under ``checkpoint_dir``.
+    """
+    from labutils.train import fit
+
+    histories = []
+    for phase, epochs, rate in ((1, phase1_epochs, lr), (2, phase2_epochs, lr * TWO_PHASE_LR_FACTOR)):
+        freeze(model, trainable_stages(model, "two_phase", phase), freeze_bn=freeze_bn)
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"phase{phase}"
+        histories.append(
+            fit(
+                model,
+                train_loader,
+                val_loader,
+                epochs=epochs,
+                lr=rate,
+                scheduler=scheduler,
+                checkpoint_dir=ckpt,
+                **fit_kwargs,
+            )
+        )
+    return tuple(histories)
+
+
+# --------------------------------------------------------------------------------------------
+# Features and classical baselines
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def extract_features(model: nn.Module, loader, device=None, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The head's input for every sample of ``loader``: ``(features (N, D) float32, labels (N,) int64)``.
+
+    Runs in evaluation mode without gradients, with a progress bar, on ``device`` (default: CUDA, then MPS,
+    then CPU). The model's training mode is restored afterwards; the model stays on ``device``.
+    """
+    from tqdm.auto import tqdm
+
+    from labutils import get_device
+
+    device = torch.device(device) if device is not None else get_device()
+    head = stages(model)[HEAD]
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda module, args, out: captured.append(args[0].detach().float().cpu()))
+    was_training = model.training
+    model.to(device).eval()
+    labels = []
+    try:
+        for x, y in tqdm(loader, desc="features", leave=False, disable=not progress, dynamic_ncols=True):
+            model(x.to(device))
+            labels.append(torch.as_tensor(y).cpu())
+    finally:
+        hook.remove()
+        model.train(was_training)
+    if not captured:
+        raise ValueError("The loader yielded no batches: there are no features to extract.")
+    return torch.cat(captured).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """A classical classifier on extracted features: ``top1``/``top5`` on the test set in [0, 1] (``top5`` is
+    top-min(5, K) as in :class:`labutils.train.Evaluation`), ``predictions`` (N,) int64."""
+
+    method: str
+    top1: float
+    top5: float
+    predictions: np.ndarray
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "top1": self.top1, "top5": self.top5}
+
+
+def _check_features(train_x, train_y, test_x, test_y) -> None:
+    for what, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if np.ndim(x) != 2 or np.ndim(y) != 1 or len(x) != len(y) or len(x) == 0:
+            raise ValueError(
+                f"{what} features must be (N, D) with (N,) labels, N >= 1; got {np.shape(x)} and {np.shape(y)}."
+            )
+    if np.shape(train_x)[1] != np.shape(test_x)[1]:
+        raise ValueError(
+            f"train features have {np.shape(train_x)[1]} dimensions but test features {np.shape(test_x)[1]}."
+        )
+
+
+def _topk(scores: np.ndarray, classes: np.ndarray, y: np.ndarray, k: int) -> float:
+    if scores.ndim == 1:  # a binary decision function: the score of classes[1]
+        scores = np.stack([-scores, scores], axis=1)
+    top = classes[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
+    return float((top == y[:, None]).any(axis=1).mean())
+
+
+def _fit_and_score(method: str, estimator, train_x, train_y, test_x, test_y) -> BaselineResult:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _check_features(train_x, train_y, test_x, test_y)
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    pipe = make_pipeline(StandardScaler(), estimator).fit(np.asarray(train_x, np.float64), train_y)
+    test_x = np.asarray(test_x, np.float64)
+    pred = pipe.predict(test_x)
+    scores = pipe.decision_function(test_x) if hasattr(pipe, "decision_function") else pipe.predict_proba(test_x)
+    k = min(5, len(np.union1d(train_y, test_y)))
+    top5 = _topk(np.asarray(scores), pipe.classes_, test_y, k)
+    return BaselineResult(method, float((pred == test_y).mean()), top5, pred.astype(np.int64))
+
+
+def svm_baseline(train_feats, train_y, test_feats, test_y, *, C: float = 1.0, seed: int = 0) -> BaselineResult:
+    """A linear SVM (scikit-learn's LinearSVC, one-vs-rest, squared hinge) on standardised features.
+
+    Features (N, D) and labels (N,); ``C`` is the inverse regularisation strength. Top-5 ranks the
+    classes by the decision function.
+    """
+    from sklearn.svm import LinearSVC
+
+    if isinstance(C, bool) or not isinstance(C, (int, float)) or C <= 0:
+        raise ValueError(f"C={C!r} is not possible: use a positive number.")
+    svm = LinearSVC(C=C, dual="auto", max_iter=10_000, random_state=seed)
+    return _fit_and_score(f"linear SVM (C={C:g})", svm, train_feats, train_y, test_feats, test_y)
+
+
+def knn_baseline(train_feats, train_y, test_feats, test_y, *, k: int = 5) -> BaselineResult:
+    """k nearest neighbours (Euclidean, majority vote) on standardised features; top-5 ranks the classes by
+    their share of the k votes (ties in arbitrary but fixed order)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    check_int("k", k, 1)
+    if k > len(train_y):
+        raise ValueError(f"k={k} is not possible with {len(train_y)} training samples: use at most {len(train_y)}.")
+    knn = KNeighborsClassifier(n_neighbors=k)
+    return _fit_and_score(f"{k}-NN", knn, train_feats, train_y, test_feats, test_y)
+
+
+__all__ = [
+    "BACKBONES",
+    "IMAGENET_ARCHS",
+    "STRATEGIES",
+    "TWO_PHASE_EPOCHS",
+    "TWO_PHASE_UNFREEZE",
+    "TWO_PHASE_LR_FACTOR",
+    "ImageNetWeightsUnavailable",
+    "HeadMismatchError",
+    "BaselineResult",
+    "FrozenBatchNorm1d",
+    "FrozenBatchNorm2d",
+    "course_backbone",
+    "imagenet_backbone",
+    "imagenet_weights_file",
+    "stages",
+    "stage_prefixes",
+    "replace_head",
+    "check_head",
+    "freeze",
+    "is_frozen_bn",
+    "trainable_stages",
+    "trainable_summary",
+    "transfer_model",
+    "param_groups",
+    "lr_groups",
+    "fit_two_phase",
+    "extract_features",
+    "svm_baseline",
+    "knn_baseline",
+]
