@@ -992,7 +992,8 @@ def relative_mce(errors, clean_error: float, baseline_errors, baseline_clean_err
         denom = float((b[name] - baseline_clean_error).sum())
         if denom <= 0:
             raise ValueError(
-                f"The baseline loses no accuracy on {name!r} (sum of E - E_clean = {denom:.4g}): relative CE is undefined."
+                f"The baseline loses no accuracy on {name!r} (sum of E - E_clean = {denom:.4g}): "
+                "relative CE is undefined."
             )
         ratios.append(float((e[name] - clean_error).sum()) / denom)
     return float(np.mean(ratios))
