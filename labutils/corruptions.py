@@ -314,12 +314,16 @@ def _pad_index(n: int, pad: int, mode: str, device) -> torch.Tensor:
 
 def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel of (N, C, H, W) with one 2-D kernel (kh, kw odd), borders padded by ``mode``."""
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     kh, kw = kernel.shape
     rows = _pad_index(h, kh // 2, mode, x.device)
     cols = _pad_index(w, kw // 2, mode, x.device)
-    padded = x.reshape(n * c, 1, h, w)[:, :, rows][:, :, :, cols]
-    return F.conv2d(padded, kernel.to(x).view(1, 1, kh, kw)).view(n, c, h, w)
+    padded = x[:, :, rows][:, :, :, cols]
+    # a sum of shifted copies: for these small kernels faster on CPU than conv2d with one input channel
+    out = torch.zeros_like(x)
+    for i, j in zip(*torch.nonzero(kernel, as_tuple=True)):
+        out += float(kernel[i, j]) * padded[:, :, i : i + h, j : j + w]
+    return out
 
 
 def _gaussian_kernel(sigma: float, truncate: float) -> torch.Tensor:
@@ -646,12 +650,20 @@ def saturate(x, param, rng, benchmark):
 
 
 def jpeg_compression(x, quality, rng, benchmark):
-    """JPEG encode + decode at ``quality`` (libjpeg via torchvision); the result is on the uint8 grid."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """JPEG encode + decode at ``quality`` with Pillow, as the original; the result is on the uint8 grid."""
+    import io
 
-    images = list(torch.from_numpy(to_uint8(x)))
-    decoded = decode_jpeg(encode_jpeg(images, quality=int(quality)))
-    return torch.stack(decoded).to(x).div_(255.0)
+    from PIL import Image
+
+    out = []
+    for img in to_uint8(x):  # Pillow codes one image at a time; a 32x32 image takes tens of microseconds
+        buffer = io.BytesIO()
+        Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(
+            buffer, "JPEG", quality=int(quality)
+        )
+        decoded = np.asarray(Image.open(buffer))
+        out.append(decoded[None] if decoded.ndim == 2 else decoded.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(out)).to(x).div_(255.0)
 
 
 def _pil_box_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -752,21 +764,24 @@ def stripe(x, width, rng, benchmark):
     return out
 
 
-def _line_field(c0, r0, c1, r1, h: int, w: int) -> np.ndarray:
+def _line_field(c0, r0, c1, r1, h: int, w: int) -> torch.Tensor:
     """MNIST-C's soft line through (c0, r0)-(c1, r1), columns floor(c0)..ceil(c1), in 28-pixel coordinates.
 
-    Arrays of segment endpoints of any shape S -> (S..., h, w); intensity log(1 - d / 2.3) + 1 at vertical
-    distance d, clipped to [0, 1]. Vertical segments (c0 == c1) draw nothing, as in the original.
+    Arrays of segment endpoints of any shape S -> float32 (S..., h, w); intensity log(1 - d / 2.3) + 1 at
+    vertical distance d, clipped to [0, 1]. Vertical segments (c0 == c1) draw nothing, as in the original.
     """
-    c0, r0, c1, r1 = (np.asarray(v, np.float64)[..., None, None] for v in (c0, r0, c1, r1))
-    cc = np.arange(w) * (27 / max(w - 1, 1))
-    rr = (np.arange(h) * (27 / max(h - 1, 1)))[:, None]
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (c0, r0, c1, r1)))
+    c0, r0, c1, r1 = (
+        torch.from_numpy(np.broadcast_to(v, shape).astype(np.float64))[..., None, None] for v in (c0, r0, c1, r1)
+    )
+    cc = torch.arange(w, dtype=torch.float64) * (27 / max(w - 1, 1))
+    rr = (torch.arange(h, dtype=torch.float64) * (27 / max(h - 1, 1)))[:, None]
     flat = c1 == c0
-    slope = np.where(flat, 0.0, (r1 - r0) / np.where(flat, 1.0, c1 - c0))
-    dist = np.clip(np.abs(rr - (slope * (cc - c0) + r0)), 0, 2.3 - 1e-10)
-    field = np.clip(np.log1p(-dist / 2.3) + 1, 0, 1)
-    inside = (cc >= np.floor(c0)) & (cc < np.ceil(c1)) & ~flat
-    return np.where(inside, field, 0.0)
+    slope = torch.where(flat, 0.0, (r1 - r0) / torch.where(flat, 1.0, c1 - c0))
+    dist = (rr - (slope * (cc - c0) + r0)).float().abs_().clamp_(0, 2.3 - 1e-6)
+    field = dist.div_(-2.3).log1p_().add_(1).clamp_(0, 1)
+    inside = (cc >= c0.floor()) & (cc < c1.ceil()) & ~flat
+    return field * inside
 
 
 def dotted_line(x, count, rng, benchmark):
@@ -775,7 +790,7 @@ def dotted_line(x, count, rng, benchmark):
     ends = rng.integers(0, 27, size=(n, 5, 2))[:, :count]
     lines = _line_field(0, ends[..., 0], 27, ends[..., 1], h, w)  # (N, count, h, w)
     dashes = (np.floor(np.arange(w) * (27 / max(w - 1, 1))) // 2) % 2 == 1
-    return x + _tensor((lines * dashes).sum(1)[:, None], x)
+    return x + (lines * torch.from_numpy(dashes)).sum(1, keepdim=True).to(x)
 
 
 def _zigzag_segments(r0: int, r1: int) -> np.ndarray:
@@ -810,7 +825,7 @@ def zigzag(x, count, rng, benchmark):
     for i, s in enumerate(segments):
         padded[i, : len(s)] = s
     fields = _line_field(padded[..., 0], padded[..., 1], padded[..., 2], padded[..., 3], h, w)
-    return x + _tensor(fields.sum(1).reshape(n, count, h, w).sum(1)[:, None], x)
+    return x + fields.sum(1).reshape(n, count, h, w).sum(1, keepdim=True).to(x)
 
 
 def _edges(x: torch.Tensor) -> torch.Tensor:
