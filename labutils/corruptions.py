@@ -1021,10 +1021,17 @@ def mean_corruption_accuracy(accuracies: Mapping[str, Sequence[float]]) -> float
 
 
 # -- a picture -------------------------------------------------------------------------------------
-def corruption_grid(images: torch.Tensor, names: Sequence[str] | None = None, severities=SEVERITIES, seed: int = 0):
+def corruption_grid(
+    images: torch.Tensor,
+    names: Sequence[str] | None = None,
+    severities=SEVERITIES,
+    seed: int = 0,
+    *,
+    benchmark: str | None = None,
+):
     """One row per corruption, one column per severity (plus the clean image), of the first image.
 
-    ``images`` float (N, C, H, W) in [0, 1]. Returns ``(fig, data)``: data[name] is the float array
+    ``images`` float (N, C, H, W) in [0, 1]; ``benchmark`` as in :func:`corrupt`. Returns ``(fig, data)``: data[name] is the float array
     (S, C, H, W) drawn in that row.
     """
     import matplotlib.pyplot as plt
@@ -1036,7 +1043,7 @@ def corruption_grid(images: torch.Tensor, names: Sequence[str] | None = None, se
     grey = images.shape[1] == 1
     data = {}
     for row, name in enumerate(names):
-        pics = torch.cat([corrupt(images, name, s, seed) for s in severities]).cpu().numpy()
+        pics = torch.cat([corrupt(images, name, s, seed, benchmark=benchmark) for s in severities]).cpu().numpy()
         data[name] = pics
         for col, img in enumerate([images[0].cpu().numpy(), *pics]):
             ax = axes[row, col]
