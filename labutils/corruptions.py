@@ -1031,7 +1031,8 @@ def corruption_grid(
 ):
     """One row per corruption, one column per severity (plus the clean image), of the first image.
 
-    ``images`` float (N, C, H, W) in [0, 1]; ``benchmark`` as in :func:`corrupt`. Returns ``(fig, data)``: data[name] is the float array
+    ``images`` float (N, C, H, W) in [0, 1]; ``benchmark`` as in :func:`corrupt`.
+    Returns ``(fig, data)``: data[name] is the float array
     (S, C, H, W) drawn in that row.
     """
     import matplotlib.pyplot as plt
