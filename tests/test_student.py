@@ -151,7 +151,7 @@ def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(edition,
     with pytest.raises(PapermillExecutionError) as info:
         _run(path, tmp_path, monkeypatch)
     assert info.value.ename == "CheckFailed" and "YOUR CODE HERE" in info.value.evalue
-    assert info.value.exec_count == check  # every cell before the check ran (papermill adds one parameters cell)
+    assert info.value.cell_index == check + 1  # the cells before it ran (papermill inserted one parameters cell)
 
 
 @pytest.mark.parametrize("stem", LABS)
