@@ -5,6 +5,7 @@
 #   make lab             JupyterLab with widgets
 #   make data            pre-fetch datasets into data/
 #   make strip           store notebooks without outputs (nbval-checked cells excepted)
+#   make student         write the student edition (exercises stubbed) into student/
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -13,7 +14,7 @@ PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 export MPLBACKEND ?= Agg
 
-.PHONY: labs test lab data strip lint venv clean
+.PHONY: labs test lab data strip student lint venv clean
 
 # The environment is rebuilt only when requirements.txt or pyproject.toml change.
 $(STAMP): requirements.txt pyproject.toml
@@ -45,6 +46,9 @@ data: $(STAMP)
 
 strip: $(STAMP)
 	$(PY) -m labutils strip
+
+student: $(STAMP)
+	$(PY) -m labutils.student
 
 clean:
 	rm -rf runs .pytest_cache

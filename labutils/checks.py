@@ -1,0 +1,313 @@
+"""Instant checks for the labs' exercises: one call after each exercise, CS231n style.
+
+Each check runs the student's code on small random float64 inputs and compares it with a reference
+(``labutils.scratch`` and, where torch has the operation, ``torch``). On success it prints one line with
+the largest error found; on failure it raises :class:`CheckFailed` (an ``AssertionError``) whose message
+says what was expected, what came back (shape, dtype, the largest difference and its index) and gives
+one hint.
+
+    >>> checks.check_conv2d(my_conv2d)
+    check_conv2d: 9 cases, largest relative error 2.1e-16 (should be below 1e-09)
+
+Errors are CS231n's relative error, max |a - b| / max(1e-8, |a| + |b|) over all elements, so a correct
+float64 implementation reaches ~1e-12 or better whatever the size of the numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .scratch import functional as F
+from .scratch.gradcheck import numerical_gradient, relative_error
+
+__all__ = [
+    "CheckFailed",
+    "compare",
+    "check_linear_layer",
+    "check_two_layer_backward",
+    "check_numerical_gradient",
+    "check_adam",
+    "check_conv2d",
+    "check_max_pool2d",
+]
+
+TOLERANCE = 1e-9
+
+
+class CheckFailed(AssertionError):
+    """A check found a difference (or the code under test raised); the message says what and gives a hint."""
+
+
+def _describe(a) -> str:
+    a = np.asarray(a)
+    return f"shape {a.shape} {a.dtype}"
+
+
+def compare(what: str, got, expected, hint: str, tol: float = TOLERANCE) -> float:
+    """Relative error between ``got`` and ``expected``; raise :class:`CheckFailed` above ``tol``.
+
+    what: names the quantity in the message (``"conv2d output, case 'stride 2'"``). The message gives both
+    shapes and dtypes, or the largest absolute difference, its index and both values there, then ``hint``.
+    """
+    expected = np.asarray(expected)
+    if got is None:
+        raise CheckFailed(f"{what}: expected an array of {_describe(expected)}, got None (a missing return?). {hint}")
+    got = np.asarray(got)
+    if got.shape != expected.shape:
+        raise CheckFailed(f"{what}: expected {_describe(expected)}, got {_describe(got)}. {hint}")
+    if not np.issubdtype(got.dtype, np.number) or np.issubdtype(got.dtype, np.complexfloating):
+        raise CheckFailed(f"{what}: expected real numbers ({expected.dtype}), got dtype {got.dtype}. {hint}")
+    if not np.all(np.isfinite(got)):
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(got))[0])
+        raise CheckFailed(f"{what}: got a non-finite value {got[index]} at index {index}. {hint}")
+    error = relative_error(got, expected)
+    if error > tol:
+        diff = np.abs(got.astype(np.float64) - expected)
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+        raise CheckFailed(
+            f"{what}: relative error {error:.1e} (should be below {tol:.0e}). Largest difference "
+            f"{diff[index]:.3g} at index {index}: expected {expected[index]:.6g}, got {got[index]:.6g} "
+            f"({_describe(got)}). {hint}"
+        )
+    return error
+
+
+def _call(name: str, fn, *args, **kwargs):
+    """Call the student's code; turn the stub's NotImplementedError (or any crash) into a clear failure."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as exc:
+        raise CheckFailed(f"{name} raised NotImplementedError: replace the '# YOUR CODE HERE' stub first.") from exc
+    except Exception as exc:
+        raise CheckFailed(f"{name} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _passed(check: str, detail: str, error: float, tol: float = TOLERANCE) -> float:
+    print(f"{check}: {detail}, largest relative error {error:.1e} (should be below {tol:.0e})")
+    return error
+
+
+# -- lab 01: a layer's forward and backward -----------------------------------------------------------
+def check_linear_layer(layer_cls, seed: int = 0) -> float:
+    """Check a linear layer class against ``torch.nn.functional.linear`` and autograd, in float64.
+
+    layer_cls(in_features, out_features, dtype=np.float64, rng=seed) must follow the scratch layer contract
+    (``params``/``grads`` with ``"weight"`` (H, D) and ``"bias"`` (H,), ``forward(x)`` (N, D) -> (N, H),
+    ``backward(dout)`` -> dx (N, D) filling ``grads``). Returns the largest relative error.
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    n, d, h = 5, 7, 4
+    layer = _call(f"{layer_cls.__name__}(...)", layer_cls, d, h, dtype=np.float64, rng=seed)
+    x, dout = rng.standard_normal((n, d)), rng.standard_normal((n, h))
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(layer.params["weight"], requires_grad=True)
+    tb = torch.tensor(layer.params["bias"], requires_grad=True)
+    tout = torch.nn.functional.linear(tx, tw, tb)
+    tout.backward(torch.from_numpy(dout))
+    name = layer_cls.__name__
+    errors = [
+        compare(
+            f"{name}.forward(x) for x of shape {x.shape}",
+            _call(f"{name}.forward", layer.forward, x),
+            tout.detach().numpy(),
+            "Hint: z = x @ W.T + b, with W of shape (out_features, in_features).",
+        )
+    ]
+    dx = _call(f"{name}.backward", layer.backward, dout)
+    hints = {
+        "dx": "Hint: dL/dx = dout @ W (shape N x D).",
+        "weight": "Hint: dL/dW = dout.T @ x (shape H x D), using the x saved by forward.",
+        "bias": "Hint: dL/db sums dout over the batch: dout.sum(axis=0).",
+    }
+    errors.append(compare(f"{name}.backward: the returned dL/dx", dx, tx.grad.numpy(), hints["dx"]))
+    for key, tensor in (("weight", tw), ("bias", tb)):
+        errors.append(
+            compare(f"{name}.backward: grads[{key!r}]", layer.grads.get(key), tensor.grad.numpy(), hints[key])
+        )
+    return _passed("check_linear_layer", "forward, dx, dW, db", max(errors))
+
+
+# -- lab 02: backprop, gradient checking, Adam -----------------------------------------------------
+def check_two_layer_backward(net_cls, seed: int = 0) -> float:
+    """Check the hand-written backward pass of a :class:`~labutils.scratch.twolayer.TwoLayerNet` subclass.
+
+    net_cls(D, H, C, seed=seed, dtype=np.float64) is run forward on a batch and ``backward(dz2)`` is compared
+    with torch autograd: the returned dL/dx (N, D) and ``grads`` W1 (H, D), b1 (H,), W2 (C, H), b2 (C,).
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    n, d, h, c = 6, 5, 8, 3
+    net = _call(f"{net_cls.__name__}(...)", net_cls, d, h, c, seed=seed, dtype=np.float64)
+    x, dz2 = rng.standard_normal((n, d)), rng.standard_normal((n, c))
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in net.state_dict().items()}
+    tx = torch.tensor(x, requires_grad=True)
+    z2 = torch.relu(tx @ tensors["W1"].T + tensors["b1"]) @ tensors["W2"].T + tensors["b2"]
+    z2.backward(torch.from_numpy(dz2))
+    name = net_cls.__name__
+    _call(f"{name}.forward", net.forward, x)
+    dx = _call(f"{name}.backward", net.backward, dz2)
+    hints = {
+        "W2": "Hint: dL/dW2 = dz2.T @ h, with h = relu(z1) from the forward pass.",
+        "b2": "Hint: dL/db2 = dz2.sum(axis=0).",
+        "W1": "Hint: dL/dW1 = dz1.T @ x, where dz1 = (dz2 @ W2) * (z1 > 0): did you apply the ReLU mask?",
+        "b1": "Hint: dL/db1 = dz1.sum(axis=0), with dz1 = (dz2 @ W2) * (z1 > 0).",
+    }
+    errors = [compare(f"{name}.backward: the returned dL/dx", dx, tx.grad.numpy(), "Hint: dL/dx = dz1 @ W1.")]
+    for key in ("W2", "b2", "W1", "b1"):
+        errors.append(
+            compare(f"{name}.backward: grads[{key!r}]", net.grads.get(key), tensors[key].grad.numpy(), hints[key])
+        )
+    return _passed("check_two_layer_backward", "dx, dW1, db1, dW2, db2", max(errors))
+
+
+def check_numerical_gradient(grad_fn, seed: int = 0) -> float:
+    """Check a centred finite-difference gradient ``grad_fn(f, x, h)`` -> array of x's shape.
+
+    Compared with the exact gradient of two smooth functions, and with
+    :func:`labutils.scratch.gradcheck.numerical_gradient`; ``x`` must be left unchanged. The centred difference
+    has error O(h^2): with h = 1e-5 the relative error is ~1e-10, a one-sided difference gives ~1e-5.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((3, 4))
+    functions = {
+        "f(x) = sum(sin(x) * a)": (lambda x: float(np.sum(np.sin(x) * a)), lambda x: np.cos(x) * a),
+        "f(x) = sum(x**3) / 3": (lambda x: float(np.sum(x**3) / 3), lambda x: x**2),
+    }
+    hint = "Hint: (f(x + h e_k) - f(x - h e_k)) / 2h for each entry k, putting x[k] back to its value afterwards."
+    errors = []
+    for label, (f, exact) in functions.items():
+        x = rng.standard_normal((3, 4))
+        original = x.copy()
+        got = _call("your numerical gradient", grad_fn, f, x, 1e-5)
+        if not np.array_equal(x, original):
+            changed = tuple(int(i) for i in np.argwhere(x != original)[0])
+            raise CheckFailed(
+                f"{label}: x was changed at index {changed} ({original[changed]!r} -> {x[changed]!r}); "
+                "restore each entry after perturbing it."
+            )
+        errors.append(compare(f"numerical gradient of {label}", got, exact(x), hint, tol=1e-7))
+        reference = numerical_gradient(f, x.copy(), 1e-5)
+        errors.append(compare(f"numerical gradient of {label} (vs labutils')", got, reference, hint, tol=1e-7))
+    return _passed("check_numerical_gradient", f"{len(functions)} functions", max(errors), tol=1e-7)
+
+
+def check_adam(step_fn, steps: int = 5, seed: int = 0) -> float:
+    """Check ``step_fn(param, grad, m, v, t, lr, betas, eps)`` -> ``(param, m, v)`` against ``torch.optim.Adam``.
+
+    t counts steps from 1; param, grad, m, v are float64 arrays of one shape (m and v start at zero).
+    ``steps`` updates with random gradients are compared after each step, also with the scratch ``Adam``.
+    """
+    import torch
+
+    from .scratch.optim import Adam
+
+    rng = np.random.default_rng(seed)
+    lr, betas, eps = 1e-2, (0.9, 0.99), 1e-8
+    param = rng.standard_normal((3, 5))
+    tparam = torch.tensor(param.copy(), requires_grad=True)
+    optimizer = torch.optim.Adam([tparam], lr=lr, betas=betas, eps=eps)
+    scratch = param.copy()
+    scratch_adam = Adam([scratch], lr=lr, betas=betas, eps=eps)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    hint = (
+        "Hint: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g**2; "
+        "param -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps) - did you bias-correct both, with t from 1?"
+    )
+    errors = []
+    for t in range(1, steps + 1):
+        grad = rng.standard_normal(param.shape)
+        tparam.grad = torch.from_numpy(grad.copy())
+        optimizer.step()
+        scratch_adam.step([grad])
+        result = _call("your Adam step", step_fn, param.copy(), grad.copy(), m, v, t, lr, betas, eps)
+        if not isinstance(result, tuple) or len(result) != 3:
+            raise CheckFailed(f"Adam step {t}: expected a tuple (param, m, v), got {type(result).__name__}.")
+        param, m, v = (np.asarray(r) for r in result)
+        errors.append(compare(f"Adam step {t}: param", param, tparam.detach().numpy(), hint))
+        errors.append(compare(f"Adam step {t}: param (vs labutils' Adam)", param, scratch, hint))
+    return _passed("check_adam", f"{steps} steps", max(errors))
+
+
+# -- lab 03: convolution and pooling -------------------------------------------------------------
+def _conv_cases(rng) -> dict[str, tuple]:
+    """(x, weight, bias, stride, padding, dilation, groups) per case: small, non-square, float64."""
+
+    def r(*shape):
+        return rng.standard_normal(shape)
+
+    return {
+        "3x3": (r(2, 3, 7, 8), r(4, 3, 3, 3), None, 1, 0, 1, 1),
+        "bias": (r(2, 3, 7, 8), r(4, 3, 3, 3), r(4), 1, 0, 1, 1),
+        "non-square kernel 2x3": (r(1, 2, 6, 7), r(3, 2, 2, 3), r(3), 1, 0, 1, 1),
+        "padding 1": (r(2, 3, 7, 8), r(4, 3, 3, 3), r(4), 1, 1, 1, 1),
+        "stride 2": (r(2, 3, 9, 8), r(4, 3, 3, 3), r(4), 2, 1, 1, 1),
+        "dilation 2": (r(2, 3, 9, 10), r(4, 3, 3, 3), r(4), 1, 0, 2, 1),
+        "groups 2": (r(2, 4, 7, 8), r(6, 2, 3, 3), r(6), 1, 1, 1, 2),
+        "depthwise (groups 3)": (r(1, 3, 6, 6), r(3, 1, 3, 3), None, 1, 1, 1, 3),
+        "stride 2, padding 2, dilation 2, groups 2": (r(2, 4, 11, 10), r(4, 2, 3, 3), r(4), 2, 2, 2, 2),
+    }
+
+
+def check_conv2d(conv_fn, seed: int = 0) -> float:
+    """Check ``conv_fn(x, weight, bias, stride, padding, dilation, groups)`` against ``torch.nn.functional.conv2d``.
+
+    x: (N, C_in, H, W); weight: (C_out, C_in/groups, kh, kw); bias: (C_out,) or None; stride, padding, dilation,
+    groups: ints. Nine float64 cases cover bias, non-square kernels, padding, stride, dilation and groups.
+    """
+    import torch
+    import torch.nn.functional as TF
+
+    hints = {
+        "padding": "Hint: pad H and W with zeros on both sides first (np.pad), then slide the kernel.",
+        "stride": "Hint: output pixel (i, j) starts at input row i*stride, column j*stride; "
+        "H_out = (H + 2p - d(kh-1) - 1) // stride + 1.",
+        "dilation": "Hint: with dilation d the kernel taps are d pixels apart: rows i*stride + a*d for a in range(kh).",
+        "groups": "Hint: output channel o sees only input channels g*C_in/groups ... (g+1)*C_in/groups - 1, "
+        "with g = o // (C_out/groups).",
+        "bias": "Hint: add bias[o] to every pixel of output channel o (and nothing when bias is None).",
+    }
+    errors = []
+    for name, (x, w, b, stride, padding, dilation, groups) in _conv_cases(np.random.default_rng(seed)).items():
+        expected = TF.conv2d(
+            torch.from_numpy(x),
+            torch.from_numpy(w),
+            None if b is None else torch.from_numpy(b),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+        ).numpy()
+        got = _call(f"conv2d, case {name!r}", conv_fn, x.copy(), w.copy(), b, stride, padding, dilation, groups)
+        hint = next((h for key, h in hints.items() if key in name), "Hint: out[n, o, i, j] = sum(window * weight[o]).")
+        args = f"stride={stride}, padding={padding}, dilation={dilation}, groups={groups}"
+        errors.append(compare(f"conv2d, case {name!r} (x {x.shape}, weight {w.shape}, {args})", got, expected, hint))
+    return _passed("check_conv2d", f"{len(errors)} cases", max(errors))
+
+
+def check_max_pool2d(pool_fn, seed: int = 0) -> float:
+    """Check ``pool_fn(x, kernel_size, stride)`` (ints; x (N, C, H, W)) against ``torch.nn.functional.max_pool2d``
+    and :func:`labutils.scratch.functional.max_pool2d`, with windows that overlap and sizes that do not divide."""
+    import torch
+    import torch.nn.functional as TF
+
+    rng = np.random.default_rng(seed)
+    cases = {
+        "2x2, stride 2": (rng.standard_normal((2, 3, 8, 6)), 2, 2),
+        "3x3, stride 2 (overlapping windows)": (rng.standard_normal((2, 2, 9, 7)), 3, 2),
+        "2x2, stride 1": (rng.standard_normal((1, 2, 5, 6)), 2, 1),
+        "3x3, stride 3, size not divisible": (rng.standard_normal((1, 3, 10, 8)), 3, 3),
+    }
+    hint = (
+        "Hint: output (i, j) is the max of x[..., i*stride : i*stride + k, j*stride : j*stride + k]; "
+        "H_out = (H - k) // stride + 1 (leftover rows are dropped)."
+    )
+    errors = []
+    for name, (x, k, stride) in cases.items():
+        expected = TF.max_pool2d(torch.from_numpy(x), k, stride).numpy()
+        got = _call(f"max_pool2d, case {name!r}", pool_fn, x.copy(), k, stride)
+        errors.append(compare(f"max_pool2d, case {name!r} (x {x.shape})", got, expected, hint))
+        errors.append(compare(f"max_pool2d, case {name!r} (vs labutils')", got, F.max_pool2d(x, k, stride), hint))
+    return _passed("check_max_pool2d", f"{len(cases)} cases", max(errors))

@@ -1,0 +1,174 @@
+"""labutils.student: the student edition generated from the solution notebooks.
+
+The markup is transformed like nbgrader's ClearSolutions / ClearHiddenTests; the generated labs 01-03 run up to
+their first check, which fails on the stub; with the solutions put back they run to the end in the quick profile.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import nbformat
+import pytest
+
+from labutils import student
+from labutils.student import BEGIN_HIDDEN_TESTS, BEGIN_SOLUTION, CODE_STUB, MarkupError
+from labutils.util import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+LABS = {"01_numpy_mlp": 1, "02_backprop_and_optimizers": 3, "03_numpy_cnn": 2}  # exercises per lab
+
+EXERCISE = '''def f(x):
+    """Docstring stays."""
+    y = 2  # a given line stays too
+    ### BEGIN SOLUTION
+    return x * y
+    ### END SOLUTION'''
+
+
+def test_solution_region_becomes_the_indented_stub():
+    source, found = student.clear_solutions(EXERCISE)
+    assert found
+    assert source == 'def f(x):\n    """Docstring stays."""\n    y = 2  # a given line stays too\n' + "\n".join(
+        "    " + line for line in CODE_STUB.split("\n")
+    )
+    namespace = {}
+    exec(source, namespace)
+    with pytest.raises(NotImplementedError):
+        namespace["f"](1)
+
+
+def test_two_regions_in_one_cell_and_markdown_answers():
+    two = "class A:\n    def f(self):\n        ### BEGIN SOLUTION\n        return 1\n        ### END SOLUTION\n\n" * 2
+    source, _ = student.clear_solutions(two)
+    assert source.count("raise NotImplementedError()") == 2 and "return 1" not in source
+    text, found = student.clear_solutions("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "markdown")
+    assert found and text == "Why?\nYOUR ANSWER HERE"
+
+
+def test_hidden_tests_are_removed_and_other_cells_untouched():
+    source, found = student.remove_hidden_tests(
+        "check(f)\n### BEGIN HIDDEN TESTS\ncheck(f, seed=1)\n### END HIDDEN TESTS"
+    )
+    assert found and source == "check(f)"
+    assert student.clear_solutions("x = 1") == ("x = 1", False)
+    assert student.remove_hidden_tests("x = 1") == ("x = 1", False)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("### BEGIN SOLUTION\nx = 1", "without a matching"),
+        ("x = 1\n### END SOLUTION", "line 2: '### END SOLUTION' without"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "line 2: '### BEGIN SOLUTION' inside"),
+    ],
+)
+def test_unbalanced_markup_is_refused_with_the_line(source, message):
+    with pytest.raises(MarkupError, match=message):
+        student.clear_solutions(source, where="nb.ipynb, cell 3")
+
+
+def test_student_notebook_clears_outputs_keeps_ids_and_leaves_the_solution_alone():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Lab"),
+        nbformat.v4.new_code_cell(EXERCISE),
+        nbformat.v4.new_code_cell("check(f)\n### BEGIN HIDDEN TESTS\ncheck(f, seed=1)\n### END HIDDEN TESTS"),
+    ]
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="ok\n")]
+    nb.cells[2].execution_count = 3
+    before = copy.deepcopy(nb)
+    out = student.student_notebook(nb)
+    assert nb == before  # the solution notebook is not modified
+    assert [c.id for c in out.cells] == [c.id for c in nb.cells]
+    assert out.cells[2].source == "check(f)" and out.cells[2].outputs == [] and out.cells[2].execution_count is None
+    assert student.exercise_cells(nb) == [1] and student.exercise_cells(out) == []
+    graded = student.with_hidden_tests(out, nb)
+    assert graded.cells[2].source == nb.cells[2].source and graded.cells[1].source == out.cells[1].source
+    out.cells[2].id = "recreated"
+    with pytest.raises(ValueError, match="no cell with id"):
+        student.with_hidden_tests(out, nb)
+
+
+def test_unknown_lab_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"No notebook for \['99'\]"):
+        student.generate(tmp_path, ["99"])
+
+
+@pytest.fixture(scope="module")
+def edition(tmp_path_factory):
+    """The student edition of labs 01-03, written by the command line entry point."""
+    out = tmp_path_factory.mktemp("student")
+    assert student.main(["01", "02", "03", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("stem", LABS)
+def test_generated_lab_has_stubs_and_no_solutions(edition, stem):
+    solution = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+    generated = nbformat.read(edition / f"{stem}.ipynb", as_version=4)
+    nbformat.validate(generated)
+    assert len(student.exercise_cells(solution)) == LABS[stem]
+    assert [c.id for c in generated.cells] == [c.id for c in solution.cells]
+    text = "\n".join(c.source for c in generated.cells)
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    assert text.count("raise NotImplementedError()") >= LABS[stem]
+    assert all(c.outputs == [] for c in generated.cells if c.cell_type == "code")  # nbval-checked outputs too
+    for index in student.exercise_cells(solution):
+        kept = solution.cells[index].source.split(BEGIN_SOLUTION)[0].rstrip(" ")  # signature, docstring
+        assert generated.cells[index].source.startswith(kept)
+
+
+def _run(path, tmp_path, monkeypatch):
+    import papermill as pm
+
+    monkeypatch.setenv("LABS_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("LABS_PROFILE", "quick")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / f"executed-{path.name}"
+    pm.execute_notebook(
+        str(path),
+        str(out),
+        parameters={"PROFILE": "quick"},
+        cwd=str(NOTEBOOKS),
+        kernel_name="python3",
+        progress_bar=False,
+        log_output=False,
+    )
+    return nbformat.read(out, as_version=4)
+
+
+@pytest.mark.parametrize("stem", LABS)
+def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(edition, stem, tmp_path, monkeypatch):
+    from papermill.exceptions import PapermillExecutionError
+
+    nb = nbformat.read(edition / f"{stem}.ipynb", as_version=4)
+    first = min(student.exercise_cells(nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)))
+    check = next(i for i in range(first + 1, len(nb.cells)) if "checks.check_" in nb.cells[i].source)
+    nb.cells = nb.cells[: check + 1]
+    path = tmp_path / f"{stem}.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(PapermillExecutionError) as info:
+        _run(path, tmp_path, monkeypatch)
+    assert info.value.ename == "CheckFailed" and "YOUR CODE HERE" in info.value.evalue
+    assert info.value.cell_index == check + 1  # the cells before it ran (papermill inserted one parameters cell)
+
+
+@pytest.mark.parametrize("stem", LABS)
+def test_student_lab_with_solutions_put_back_runs_to_the_end(edition, stem, tmp_path, monkeypatch):
+    solution = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+    submission = nbformat.read(edition / f"{stem}.ipynb", as_version=4)
+    answers = {solution.cells[i].id: solution.cells[i].source for i in student.exercise_cells(solution)}
+    for cell in submission.cells:
+        cell.source = answers.get(cell.id, cell.source)
+    graded = student.with_hidden_tests(submission, solution)
+    path = tmp_path / f"{stem}.ipynb"
+    nbformat.write(graded, path)
+    executed = _run(path, tmp_path, monkeypatch)
+    check_outputs = [
+        "".join(o.get("text", "") for o in c.outputs) for c in executed.cells if BEGIN_HIDDEN_TESTS in c.source
+    ]
+    assert len(check_outputs) == LABS[stem]
+    for text in check_outputs:  # the visible check and the hidden one both passed
+        assert text.count("largest relative error") == 2, text
+    assert (tmp_path / "runs" / stem / "metrics.json").exists()
