@@ -280,8 +280,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def module_structure(model: nn.Module) -> list[str]:
     """The class name of every module, in ``model.modules()`` order: a cheap fingerprint that tells
-    architectures apart whose parameters have the same names and shapes (a plain and a residual MLP)."""
-    return [type(m).__name__ for m in model.modules()]
+    architectures apart whose parameters have the same names and shapes (a plain and a residual MLP).
+
+    A module class may name itself by a ``structure_name`` attribute: a frozen batch norm
+    (:mod:`labutils.transfer`) is still a batch norm, so freezing a stage does not change the architecture.
+    """
+    return [getattr(type(m), "structure_name", type(m).__name__) for m in model.modules()]
 
 
 def check_architecture(

@@ -271,11 +271,11 @@ class _FrozenBatchNorm:
 
 
 class FrozenBatchNorm1d(_FrozenBatchNorm, nn.BatchNorm1d):
-    pass
+    structure_name = "BatchNorm1d"  # the same architecture as the thawed layer (see train.module_structure)
 
 
 class FrozenBatchNorm2d(_FrozenBatchNorm, nn.BatchNorm2d):
-    pass
+    structure_name = "BatchNorm2d"
 
 
 _FROZEN_BN = {nn.BatchNorm1d: FrozenBatchNorm1d, nn.BatchNorm2d: FrozenBatchNorm2d}
