@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -50,7 +51,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 SERVER_START_S = 180
 KERNEL_START_S = 180
 RUN_ALL_S = 1200  # lab 04's quick profile takes 1-2 min alone; CI shares two cores with the rest of the suite
-WIDGET_REDRAW_S = 120
+WIDGET_REDRAW_S = 60  # a redraw takes seconds; the figure of a broken callback never changes
 
 # What JupyterLab 4 renders for an `error` output: an application/vnd.jupyter.stderr output holding IPython's
 # traceback. Plain stderr streams (warnings, progress text) share the MIME type, so the text decides.
@@ -75,14 +76,17 @@ def _missing_tools() -> list[str]:
     return missing
 
 
+MISSING = _missing_tools()
+REQUIRED = os.environ.get("LABS_REQUIRE_BROWSER") == "1"
+MISSING_MESSAGE = f"browser test needs {', '.join(MISSING)}: install Chromium and its driver with `{INSTALL}`"
+if MISSING and not REQUIRED:
+    pytest.skip(MISSING_MESSAGE, allow_module_level=True)  # one line in the summary, not one per test
+
+
 @pytest.fixture(scope="module", autouse=True)
 def browser_tools():
-    missing = _missing_tools()
-    if missing:
-        message = f"browser test needs {', '.join(missing)}: install Chromium and its driver with `{INSTALL}`"
-        if os.environ.get("LABS_REQUIRE_BROWSER") == "1":
-            pytest.fail(message + " (LABS_REQUIRE_BROWSER=1 forbids skipping)")
-        pytest.skip(message)
+    if MISSING:
+        pytest.fail(MISSING_MESSAGE + " (LABS_REQUIRE_BROWSER=1 forbids skipping)")
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -207,8 +211,16 @@ class LabServer:
         atexit.unregister(self.stop)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="module")
 def lab_server():
+    # A SIGTERM (a CI timeout, `kill`) would end Python without finalisers or atexit: turn it into an interrupt,
+    # which runs both. Only the main thread may install handlers.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     root = Path(tempfile.mkdtemp(prefix="labs-browser-"))
     server = LabServer(root)
     try:
@@ -217,6 +229,8 @@ def lab_server():
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture
