@@ -1,7 +1,8 @@
 """JupyterLab in a real browser, used as a student uses it: ``make lab``'s server driven by headless Chromium.
 
 Each test opens a lab notebook, runs it with the menu (Run > Run All Cells), waits for the kernel to go idle and
-checks the page: every code cell ran, no cell shows a traceback, and the lab's pictures and widgets are there.
+checks the page: every code cell ran, no cell shows a traceback or a progress bar printed as text (tqdm's widget
+failed), no widget failed to display, and the lab's pictures and widgets are there.
 Lab 04's depth dropdown must redraw the figure below it when changed; lab 00's sample grids must render.
 Screenshots go to ``$LABS_RUNS/browser/`` (``runs/browser/`` without it), failures' full pages too.
 
@@ -56,6 +57,9 @@ WIDGET_REDRAW_S = 60  # a redraw takes seconds; the figure of a broken callback 
 # What JupyterLab 4 renders for an `error` output: an application/vnd.jupyter.stderr output holding IPython's
 # traceback. Plain stderr streams (warnings, progress text) share the MIME type, so the text decides.
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b.*$", re.M)
+
+# tqdm's text bar ("depth sweep:  50%|#####     | 2/4"): in JupyterLab, tqdm.auto must draw a widget instead.
+TEXT_PROGRESS_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+")
 
 # The settings a fresh user would have, except autosave (never write the repository's notebooks) and the news feed
 # (it makes requests to a website).
@@ -393,6 +397,8 @@ def run_all_cells(driver, timeout: float = RUN_ALL_S) -> dict:
 def assert_ran_cleanly(state: dict) -> None:
     tracebacks = [text for text in state["stderr"] if TRACEBACK.search(text)]
     assert not tracebacks, f"{len(tracebacks)} cell(s) show an error; the first:\n{tracebacks[0][-3000:]}"
+    text_bars = [text for text in state["stderr"] if TEXT_PROGRESS_BAR.search(text)]
+    assert not text_bars, f"a progress bar printed as text (no tqdm widget): {text_bars[0][-300:]!r}"
     assert not state["widgetErrors"], f"a widget failed to display: {state['widgetErrors'][0]}"
     not_run = [p for p in state["prompts"] if not re.fullmatch(r"\[\d+\]:", p)]
     assert not not_run, f"{len(not_run)} of {len(state['prompts'])} code cells did not run: prompts {state['prompts']}"
@@ -416,6 +422,15 @@ def loaded_images(driver, element) -> list[str]:
     return driver.execute_script(
         "return Array.from(arguments[0].querySelectorAll('img'))"
         ".filter(i => i.complete && i.naturalWidth > 0).map(i => i.src);",
+        element,
+    )
+
+
+def stderr_texts(driver, element) -> list[str]:
+    """Text of every stderr or error output under ``element`` (an interactive widget prints its errors there)."""
+    return driver.execute_script(
+        "return Array.from(arguments[0].querySelectorAll("
+        "'.jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]')).map(e => e.textContent);",
         element,
     )
 
@@ -460,8 +475,15 @@ def test_lab04_runs_in_jupyterlab_and_depth_widget_redraws(lab_server, browser):
         others = [o.text for o in select.options if o.text != current]
         assert others, f"the depth dropdown offers only {current}"
         select.select_by_visible_text(others[0])
+
+        def redrawn_figure():
+            failed = [t for t in stderr_texts(browser, interact) if TRACEBACK.search(t)]
+            assert not failed, f"the depth widget's callback failed:\n{failed[0][-3000:]}"
+            images = loaded_images(browser, interact)
+            return images and images[0] != shown[0] and images
+
         redrawn = wait_for(
-            lambda: (imgs := loaded_images(browser, interact)) and imgs[0] != shown[0] and imgs,
+            redrawn_figure,
             WIDGET_REDRAW_S,
             f"the figure to redraw after choosing depth {others[0]} (was {current})",
         )
