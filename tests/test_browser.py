@@ -51,7 +51,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 SERVER_START_S = 180
 KERNEL_START_S = 180
-RUN_ALL_S = 1200  # lab 04's quick profile takes 1-2 min alone; CI shares two cores with the rest of the suite
+RUN_ALL_S = 1200  # lab 04 quick runs in under a minute on an idle machine; CI shares two cores with the whole suite
 WIDGET_REDRAW_S = 60  # a redraw takes seconds; the figure of a broken callback never changes
 
 # What JupyterLab 4 renders for an `error` output: an application/vnd.jupyter.stderr output holding IPython's
@@ -293,7 +293,7 @@ def diagnosed(driver, server: LabServer, name: str):
     try:
         yield
     except Exception as exc:
-        shot = screenshot_dir() / f"failed_{name}.png"
+        shot = screenshot_dir() / f"failed_{Path(name).stem}.png"
         try:
             driver.save_screenshot(str(shot))
         except Exception:  # the browser itself may be what failed
@@ -445,8 +445,8 @@ def screenshot(driver, element, name: str) -> Path:
     return path
 
 
-def notebook_digest() -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(NOTEBOOKS.glob("*.ipynb"))}
+def notebook_digest(name: str) -> str:
+    return hashlib.sha256((NOTEBOOKS / name).read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- the tests
@@ -456,9 +456,10 @@ def test_lab04_runs_in_jupyterlab_and_depth_widget_redraws(lab_server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    before = notebook_digest()
-    with diagnosed(browser, lab_server, "04_residual_mlp"), kernels_shut_down(lab_server):
-        open_notebook(browser, lab_server, "04_residual_mlp.ipynb")
+    name = "04_residual_mlp.ipynb"
+    before = notebook_digest(name)
+    with diagnosed(browser, lab_server, name), kernels_shut_down(lab_server):
+        open_notebook(browser, lab_server, name)
         assert_ran_cleanly(run_all_cells(browser))
 
         dropdowns = browser.find_elements(
@@ -490,15 +491,16 @@ def test_lab04_runs_in_jupyterlab_and_depth_widget_redraws(lab_server, browser):
         assert len(redrawn) == 1, f"after the change the widget shows {len(redrawn)} images, expected one"
         assert_ran_cleanly(notebook_state(browser))  # the callback's own errors land in the widget's output
         screenshot(browser, interact, "04_depth_widget.png")
-    assert notebook_digest() == before, "the browser session changed notebooks/ on disk"
+    assert notebook_digest(name) == before, f"the browser session changed notebooks/{name} on disk"
 
 
 def test_lab00_sample_grids_render_as_images(lab_server, browser):
     from selenium.webdriver.common.by import By
 
-    before = notebook_digest()
-    with diagnosed(browser, lab_server, "00_setup_and_data"), kernels_shut_down(lab_server):
-        open_notebook(browser, lab_server, "00_setup_and_data.ipynb")
+    name = "00_setup_and_data.ipynb"
+    before = notebook_digest(name)
+    with diagnosed(browser, lab_server, name), kernels_shut_down(lab_server):
+        open_notebook(browser, lab_server, name)
         assert_ran_cleanly(run_all_cells(browser))
         cell = code_cell_containing(browser, "viz.image_grid(")
         grids = loaded_images(browser, cell)
@@ -506,4 +508,4 @@ def test_lab00_sample_grids_render_as_images(lab_server, browser):
         assert len(grids) == len(data.DATASETS), f"{len(grids)} sample grids rendered for {len(data.DATASETS)} datasets"
         assert all(src.startswith("data:image/png;base64,") for src in grids)
         screenshot(browser, cell.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")[0], "00_mnist_grid.png")
-    assert notebook_digest() == before, "the browser session changed notebooks/ on disk"
+    assert notebook_digest(name) == before, f"the browser session changed notebooks/{name} on disk"
