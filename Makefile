@@ -2,6 +2,7 @@
 #   make labs            run every notebook (PROFILE=quick by default) and write runs/REPORT.md
 #   make labs PROFILE=full
 #   make test            the whole test suite (what CI runs)
+#   make test-browser    JupyterLab driven by headless Chromium (needs: apt-get install -y chromium chromium-driver)
 #   make lab             JupyterLab with widgets
 #   make data            pre-fetch datasets into data/
 #   make strip           store notebooks without outputs (nbval-checked cells excepted)
@@ -14,7 +15,7 @@ PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 export MPLBACKEND ?= Agg
 
-.PHONY: labs test lab data strip student lint venv clean
+.PHONY: labs test test-browser lab data strip student lint venv clean
 
 # The environment is rebuilt only when requirements.txt or pyproject.toml change.
 $(STAMP): requirements.txt pyproject.toml
@@ -31,15 +32,20 @@ labs: $(STAMP)
 test: lint
 	LABS_PROFILE=quick WANDB_MODE=offline $(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbval-lax
 
+# The browser tests alone; here a missing Chromium or driver is a failure, not a skip.
+test-browser: $(STAMP)
+	LABS_PROFILE=quick WANDB_MODE=offline LABS_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser -rA tests/test_browser.py
+
 LINTED := labutils tests benchmarks notebooks conftest.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 
-# Containers often run as root, which JupyterLab refuses without --allow-root.
+# Containers often run as root, which JupyterLab refuses without --allow-root. Kernels show figures inline only
+# when MPLBACKEND is unset: the Agg exported above is for batch runs and would hide every plt.show().
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
+	env -u MPLBACKEND $(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
 
 data: $(STAMP)
 	$(PY) -m labutils data
