@@ -63,14 +63,15 @@ def notebook_paths() -> list[Path]:
     return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def execute_notebook(stem: str, parameters: dict | None = None) -> Path:
-    """Run one notebook with papermill (quick profile) into the session's runs folder; return the output path."""
+def execute_notebook(stem: str, parameters: dict | None = None, runs: Path | None = None) -> Path:
+    """Run one notebook with papermill (quick profile) into the session's runs folder (or ``runs``); return the
+    executed notebook's path."""
     import papermill as pm
 
     source = NOTEBOOKS / f"{stem}.ipynb"
     if not source.exists():
         raise FileNotFoundError(f"No notebook {source}")
-    out_dir = session_root() / "runs" / stem
+    out_dir = Path(runs or session_root() / "runs") / stem
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{stem}.executed.ipynb"
     saved = os.environ.get("LABS_RUNS")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
 
-from conftest import session_root
+from conftest import execute_notebook, session_root
 from labutils.models import ResNet
 from labutils.train import load_backbone
 
@@ -30,13 +31,13 @@ def test_cifar_provenance_is_recorded_and_synthetic_is_flagged(metrics):
 
 
 def test_depth_comparison_has_plain_and_residual_at_every_depth(metrics):
-    depths = metrics["params"]["depths"]
+    depths = metrics["params"]["DEPTHS"]
     rows = metrics["tables"]["depth_comparison"]["rows"]
     assert len(depths) >= 2 and all((d - 2) % 6 == 0 for d in depths)
     assert {(r["variant"], r["depth"]) for r in rows} == {(v, d) for v in ("plain", "residual") for d in depths}
     for r in rows:
         assert 0.0 <= r["train_error"] <= 1.0 and 0.0 <= r["test_acc"] <= r["test_top5"] <= 1.0
-        assert r["epochs"] == metrics["params"]["epochs"]
+        assert r["epochs"] == metrics["params"]["EPOCHS"]
     by = {(r["variant"], r["depth"]): r for r in rows}
     for d in depths:  # the residual net is the plain one plus projection shortcuts: a few parameters more
         extra = by["residual", d]["params"] - by["plain", d]["params"]
@@ -53,7 +54,7 @@ def test_depth_comparison_has_plain_and_residual_at_every_depth(metrics):
 
 def test_gradient_flow_numbers(metrics):
     rows = metrics["tables"]["grad_flow_init"]["rows"]
-    assert len(rows) == 2 * len(metrics["params"]["depths"])
+    assert len(rows) == 2 * len(metrics["params"]["DEPTHS"])
     for r in rows:
         assert r["grad_norm_first"] > 0 and r["grad_norm_last"] > 0
         assert r["first_over_last"] == pytest.approx(r["grad_norm_first"] / r["grad_norm_last"], rel=1e-9)
@@ -69,7 +70,7 @@ def test_vgg_schedules_and_dropout_studies(metrics):
     assert [r["scheduler"] for r in schedules] == ["plateau", "cosine", "onecycle"]
     assert all(0.0 <= r["final_val_acc"] <= r["best_val_acc"] <= 1.0 for r in schedules)
     dropout = metrics["tables"]["dropout"]["rows"]
-    assert [r["dropout"] for r in dropout] == [0.0, *metrics["params"]["dropouts"]]
+    assert [r["dropout"] for r in dropout] == [0.0, *metrics["params"]["DROPOUTS"]]
     for r in dropout:
         assert r["gap"] == pytest.approx((1 - r["test_acc"]) - r["train_error"], abs=1e-12)
 
@@ -98,3 +99,22 @@ def test_backbone_checkpoint_exists_reloads_and_beats_chance(metrics):
         + [r["val_acc"] for r in t["dropout"]["rows"] if r["dropout"] > 0]
     )
     assert backbone["val_acc"] == max(candidates)
+
+
+def test_a_rerun_reloads_every_run_and_a_changed_learning_rate_trains_anew(metrics, tmp_path):
+    """The harness's cache as a student meets it: the same notebook again reloads (no run is trained), and
+    ``-p LR ...`` trains every run again instead of showing the old runs under the new parameters."""
+    assert metrics["metrics"]["cache"]["loaded"] == []  # the first execution trained everything
+    trained = metrics["metrics"]["cache"]["trained"]
+    runs = tmp_path / "runs"
+    shutil.copytree(session_root() / "runs" / STEM / "checkpoints", runs / STEM / "checkpoints")
+
+    execute_notebook(STEM, runs=runs)
+    again = json.loads((runs / STEM / "metrics.json").read_text())
+    assert again["metrics"]["cache"] == {"trained": [], "loaded": trained}
+    assert again["tables"]["depth_comparison"] == metrics["tables"]["depth_comparison"]
+
+    execute_notebook(STEM, parameters={"LR": metrics["params"]["LR"] / 2}, runs=runs)
+    changed = json.loads((runs / STEM / "metrics.json").read_text())
+    assert changed["params"]["LR"] == metrics["params"]["LR"] / 2
+    assert changed["metrics"]["cache"] == {"trained": trained, "loaded": []}
