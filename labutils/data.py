@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from labutils import check_profile, synthetic
+from labutils.util import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("LABS_DATA") or REPO_ROOT / "data")
 
 DATASETS = ("mnist", "cifar10", "cifar100", "imagenette", "pets", "digits")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from labutils.util import REPO_ROOT
+
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 CHECK_MARK = "NBVAL_CHECK_OUTPUT"
 CHECK_TAG = "nbval-check-output"

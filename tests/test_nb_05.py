@@ -57,7 +57,9 @@ def test_gradient_flow_numbers(metrics):
     assert len(rows) == 2 * len(metrics["params"]["DEPTHS"])
     for r in rows:
         assert r["grad_norm_first"] > 0 and r["grad_norm_last"] > 0
-        assert r["first_over_last"] == pytest.approx(r["grad_norm_first"] / r["grad_norm_last"], rel=1e-9)
+        # the lab's claim: with batch norm after every convolution the plain network's gradient does not vanish
+        # on its way to the stem the way the plain MLP's did in lab 04 (there: below 1e-6 at depth 32)
+        assert 1e-2 < r["first_over_last"] < 1e2
     trained = metrics["metrics"]["grad_first_over_last_trained"]
     assert set(trained) == {"plain", "residual"} and all(math.isfinite(v) and v > 0 for v in trained.values())
     assert {"grad_norms_init.png", "grad_heatmaps.png", "degradation.png"} <= {f["file"] for f in metrics["figures"]}
@@ -71,8 +73,10 @@ def test_vgg_schedules_and_dropout_studies(metrics):
     assert all(0.0 <= r["final_val_acc"] <= r["best_val_acc"] <= 1.0 for r in schedules)
     dropout = metrics["tables"]["dropout"]["rows"]
     assert [r["dropout"] for r in dropout] == [0.0, *metrics["params"]["DROPOUTS"]]
-    for r in dropout:
-        assert r["gap"] == pytest.approx((1 - r["test_acc"]) - r["train_error"], abs=1e-12)
+    # "the row with dropout 0 is the cosine run of section 7"
+    cosine = next(r for r in schedules if r["scheduler"] == "cosine")
+    assert dropout[0]["test_acc"] == cosine["test_acc"] and dropout[0]["val_acc"] == cosine["final_val_acc"]
+    assert all(-1.0 <= r["gap"] <= 1.0 for r in dropout)
 
 
 def test_backbone_checkpoint_exists_reloads_and_beats_chance(metrics):
