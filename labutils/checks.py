@@ -311,3 +311,125 @@ def check_max_pool2d(pool_fn, seed: int = 0) -> float:
         errors.append(compare(f"max_pool2d, case {name!r} (x {x.shape})", got, expected, hint))
         errors.append(compare(f"max_pool2d, case {name!r} (vs labutils')", got, F.max_pool2d(x, k, stride), hint))
     return _passed("check_max_pool2d", f"{len(cases)} cases", max(errors))
+
+
+# -- lab 04: the residual block ------------------------------------------------------------------
+__all__ += ["check_residual_block"]  # declared here so that each lab's checks stay in one section
+
+
+def _residual_hint(got, h, linear, alpha: float, expected) -> str:
+    """The one hint for a wrong block output ``got``: the mistake it matches, if any (all float64 tensors)."""
+    import torch
+
+    relu, got, expected = torch.relu, got.detach().numpy(), expected.detach().numpy()
+    if got.shape == expected.shape and 0 < relative_error(got, expected) < 1e-5:
+        return "Hint: close, but not to float64 precision: is a step done in float32 (a tensor made without a dtype)?"
+    mistakes = [
+        (lambda: alpha * linear(relu(h)), "Hint: the skip connection is missing: add the input h to the branch."),
+        (
+            lambda: relu(h + alpha * linear(h)),
+            "Hint: ReLU is applied after the sum (post-activation): in a pre-activation block it comes first, on "
+            "the branch only, relu(h) -> linear, and nothing is applied to h + branch.",
+        ),
+        (
+            lambda: relu(h + alpha * linear(relu(h))),
+            "Hint: ReLU is applied after the sum as well: return h + alpha * linear(relu(h)) as it is, so that "
+            "the identity path is never squashed.",
+        ),
+        (lambda: h + linear(relu(h)), "Hint: the branch scale is missing: multiply linear(relu(h)) by alpha."),
+        (lambda: alpha * h + linear(relu(h)), "Hint: alpha scales the branch, not the skip: h + alpha * branch."),
+        (lambda: h + alpha * linear(h), "Hint: the ReLU is missing: the branch is linear(relu(h)), not linear(h)."),
+    ]
+    with torch.no_grad():
+        for mistake, hint in mistakes:
+            wrong = mistake().numpy()
+            if got.shape == wrong.shape and relative_error(got, wrong) < 1e-9:
+                return hint
+    return (
+        "Hint: a pre-activation block computes h + alpha * linear(relu(h)): ReLU first, on the branch only, then "
+        "the linear layer, the result scaled by alpha (branch_scale), then h added back unchanged."
+    )
+
+
+def check_residual_block(block, seed: int = 0) -> float:
+    """Check a pre-activation residual block ``h -> h + alpha * linear(relu(h))`` against
+    :class:`labutils.models.ResidualMLPBlock` (ReLU, no normalisation), outputs and gradients, in float64.
+
+    block: either an ``nn.Module`` subclass built as ``block(width, branch_scale=alpha)`` with one
+    ``nn.Linear(width, width)`` named ``linear`` (the reference weights are copied into it), or a function
+    ``block(h, weight, bias, branch_scale)`` with ``weight`` (width, width) and ``bias`` (width,), where
+    ``linear(x) = x @ weight.T + bias``. h: (N, width) -> (N, width). Three cases with alpha = 1, 1/sqrt(7)
+    and 0.25; the gradients dL/dh, dL/dW, dL/db of L = sum(out * g), g random, come from autograd on both.
+    The global torch random state is left as it was. Returns the largest relative error.
+    """
+    import torch
+
+    from .models import ResidualMLPBlock
+
+    is_module = isinstance(block, type) and issubclass(block, torch.nn.Module)
+    name = getattr(block, "__name__", type(block).__name__)
+    cases = {
+        "width 8, alpha 1": (6, 8, 1.0),
+        "width 5, alpha 1/sqrt(7)": (4, 5, 7**-0.5),
+        "width 16, alpha 0.25": (3, 16, 0.25),
+    }
+    grad_hint = (
+        "Hint: the output is right but its gradient is not: keep every step in torch (no .detach(), .data, "
+        ".numpy() or in-place changes of h) so that autograd can follow it."
+    )
+    errors = []
+    with torch.random.fork_rng(devices=[]):  # the student's nn.Linear draws weights: leave the notebook's RNG alone
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        for case, (n, width, alpha) in cases.items():
+            reference = ResidualMLPBlock(width, activation="relu", norm=None, branch_scale=alpha).double()
+            with torch.no_grad():
+                reference.linear.weight.copy_(
+                    torch.randn(width, width, generator=gen, dtype=torch.float64) / width**0.5
+                )
+                reference.linear.bias.copy_(0.5 * torch.randn(width, generator=gen, dtype=torch.float64))
+            h = torch.randn(n, width, generator=gen, dtype=torch.float64)
+            g = torch.randn(n, width, generator=gen, dtype=torch.float64)  # dL/d(output)
+            h_ref, h_got = h.clone().requires_grad_(True), h.clone().requires_grad_(True)
+            expected = reference(h_ref)
+            expected.backward(g)
+
+            where = f"{name}, case {case!r} (h {tuple(h.shape)})"
+            if is_module:
+                module = _call(f"{name}({width}, branch_scale={alpha:.4g})", block, width, branch_scale=alpha).double()
+                try:
+                    module.load_state_dict(reference.state_dict())
+                except RuntimeError as exc:
+                    has = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+                    raise CheckFailed(
+                        f"{where}: could not copy the reference weights into {name}: it should hold exactly one "
+                        f"nn.Linear({width}, {width}) named 'linear' (parameters 'linear.weight' and 'linear.bias'), "
+                        f"but holds {has or 'no parameters'}."
+                    ) from exc
+                params = dict(module.named_parameters())
+                got = _call(f"{name}.forward", module, h_got)
+            else:
+                params = {k: v.detach().clone().requires_grad_(True) for k, v in reference.state_dict().items()}
+                got = _call(name, block, h_got, params["linear.weight"], params["linear.bias"], alpha)
+            if not isinstance(got, torch.Tensor):
+                raise CheckFailed(
+                    f"{where}: expected a torch.Tensor of shape {tuple(expected.shape)}, got {type(got).__name__}; "
+                    "autograd needs torch operations all the way through."
+                )
+            hint = _residual_hint(got, h, reference.linear, alpha, expected)
+            errors.append(compare(f"{where}: output", got.detach().numpy(), expected.detach().numpy(), hint))
+
+            if not got.requires_grad:
+                raise CheckFailed(f"{where}: the output does not depend on h through autograd. {grad_hint}")
+            got.backward(g)
+            for label, tensor, reference_tensor in (
+                ("dL/dh", h_got, h_ref),
+                ("dL/dW (linear.weight)", params["linear.weight"], reference.linear.weight),
+                ("dL/db (linear.bias)", params["linear.bias"], reference.linear.bias),
+            ):
+                if tensor.grad is None:
+                    raise CheckFailed(f"{where}: {label} is None: the output does not depend on it. {grad_hint}")
+                errors.append(
+                    compare(f"{where}: {label}", tensor.grad.numpy(), reference_tensor.grad.numpy(), grad_hint)
+                )
+    return _passed("check_residual_block", f"{len(cases)} cases, output and gradients (h, W, b)", max(errors))

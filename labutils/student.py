@@ -45,6 +45,7 @@ __all__ = [
     "clear_solutions",
     "remove_hidden_tests",
     "exercise_cells",
+    "exercise_names",
     "student_notebook",
     "with_hidden_tests",
     "generate",
@@ -98,6 +99,16 @@ def exercise_cells(nb) -> list[int]:
     return [i for i, cell in enumerate(nb.cells) if BEGIN_SOLUTION in cell.source]
 
 
+def exercise_names(nb) -> list[str]:
+    """What each exercise cell defines (its first top-level ``def`` or ``class`` name, else the cell id), in order."""
+    names = []
+    for index in exercise_cells(nb):
+        cell = nb.cells[index]
+        found = re.search(r"^(?:def|class)\s+(\w+)", cell.source, flags=re.MULTILINE)
+        names.append(found.group(1) if found else str(cell.get("id", index)))
+    return names
+
+
 def student_notebook(nb, name: str = "notebook"):
     """A student copy of the solution notebook ``nb`` (an ``nbformat`` node; not modified)."""
     nb = copy.deepcopy(nb)
@@ -141,10 +152,12 @@ def _select(notebooks_dir: Path, labs: list[str] | None) -> list[Path]:
     return chosen
 
 
-def generate(out_dir: Path | str | None = None, labs: list[str] | None = None, notebooks_dir=None) -> dict[str, int]:
+def generate(out_dir=None, labs: list[str] | None = None, notebooks_dir=None) -> dict[str, list[str]]:
     """Write the student edition of every lab (or of ``labs``, e.g. ``["01", "03"]``) into ``out_dir``.
 
-    Defaults: ``notebooks/`` -> ``student/`` at the repository root. Returns ``{file name: exercises}``.
+    A lab without exercises is copied too, with its outputs cleared, so that ``out_dir`` is the whole course a
+    student receives. Defaults: ``notebooks/`` -> ``student/`` at the repository root. Returns
+    ``{file name: names of its exercises}`` (see :func:`exercise_names`), in lab order.
     """
     notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else REPO_ROOT / "notebooks"
     out_dir = Path(out_dir) if out_dir is not None else REPO_ROOT / "student"
@@ -154,7 +167,7 @@ def generate(out_dir: Path | str | None = None, labs: list[str] | None = None, n
         nb = nbformat.read(path, as_version=4)
         student = student_notebook(nb, name=path.name)
         atomic_write_text(out_dir / path.name, nbformat.writes(student) + "\n")
-        written[path.name] = len(exercise_cells(nb))
+        written[path.name] = exercise_names(nb)
     return written
 
 
@@ -166,8 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: student/ at the repository root)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else REPO_ROOT / "student"
-    for name, count in generate(out, args.labs or None).items():
-        print(f"{out / name}: {count} exercise{'s' if count != 1 else ''}")
+    written = generate(out, args.labs or None)
+    for name, exercises in written.items():
+        what = f"{len(exercises)} exercise{'s' * (len(exercises) != 1)} ({', '.join(exercises)})"
+        print(f"{out / name}: {what if exercises else 'no exercises, copied with outputs cleared'}")
+    labs = [name.split("_")[0] for name, exercises in written.items() if exercises]
+    total = sum(len(exercises) for exercises in written.values())
+    print(
+        f"Wrote {len(written)} notebooks to {out}: {total} exercises in labs {', '.join(labs) or '(none)'}; "
+        f"{len(written) - len(labs)} without exercises."
+    )
     return 0
 
 

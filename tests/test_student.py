@@ -1,12 +1,16 @@
 """labutils.student: the student edition generated from the solution notebooks.
 
-The markup is transformed like nbgrader's ClearSolutions / ClearHiddenTests; the generated labs 01-03 run up to
-their first check, which fails on the stub; with the solutions put back they run to the end in the quick profile.
+The markup is transformed like nbgrader's ClearSolutions / ClearHiddenTests. Every lab whose notebook marks an
+exercise (found from the markup, not listed here) runs in the student edition up to its first check, which fails on
+the stub, and with the solutions and hidden tests put back runs to the end in the quick profile. Labs without
+exercises are copied with their outputs cleared.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 
 import nbformat
 import pytest
@@ -16,7 +20,9 @@ from labutils.student import BEGIN_HIDDEN_TESTS, BEGIN_SOLUTION, CODE_STUB, Mark
 from labutils.util import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
-LABS = {"01_numpy_mlp": 1, "02_backprop_and_optimizers": 3, "03_numpy_cnn": 2}  # exercises per lab
+SOLUTIONS = {path.stem: nbformat.read(path, as_version=4) for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))}
+LABS = {stem: len(student.exercise_cells(nb)) for stem, nb in SOLUTIONS.items() if student.exercise_cells(nb)}
+PLAIN = [stem for stem in SOLUTIONS if stem not in LABS]  # labs without exercises
 
 EXERCISE = '''def f(x):
     """Docstring stays."""
@@ -95,20 +101,63 @@ def test_unknown_lab_is_refused(tmp_path):
         student.generate(tmp_path, ["99"])
 
 
+def test_labs_with_exercises_are_found_from_the_markup():
+    assert {"01_numpy_mlp", "02_backprop_and_optimizers", "03_numpy_cnn", "04_residual_mlp"} <= set(LABS)
+    assert LABS["02_backprop_and_optimizers"] == 3 and LABS["04_residual_mlp"] == 1
+
+
+@pytest.mark.parametrize("stem", LABS)
+def test_every_exercise_is_followed_by_its_check_with_hidden_tests(stem):
+    cells = SOLUTIONS[stem].cells
+    for index in student.exercise_cells(SOLUTIONS[stem]):
+        check = next((c for c in cells[index + 1 :] if "checks.check_" in c.source), None)
+        assert check is not None, f"{stem}: exercise cell {cells[index].id} has no check after it"
+        assert BEGIN_HIDDEN_TESTS in check.source and BEGIN_SOLUTION not in check.source, check.id
+        assert check.id != cells[index].id
+    hidden = [c for c in cells if BEGIN_HIDDEN_TESTS in c.source]
+    assert len(hidden) == LABS[stem]
+
+
 @pytest.fixture(scope="module")
 def edition(tmp_path_factory):
-    """The student edition of labs 01-03, written by the command line entry point."""
+    """The student edition of every lab, written by the command line entry point; and what it printed."""
     out = tmp_path_factory.mktemp("student")
-    assert student.main(["01", "02", "03", "--out", str(out)]) == 0
-    return out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert student.main(["--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def test_the_command_says_what_it_wrote(edition):
+    out, printed = edition
+    lines = printed.strip().splitlines()
+    assert len(lines) == len(SOLUTIONS) + 1
+    for stem in LABS:
+        names = ", ".join(student.exercise_names(SOLUTIONS[stem]))
+        count = LABS[stem]
+        assert f"{out / stem}.ipynb: {count} exercise{'s' if count != 1 else ''} ({names})" in lines
+    for stem in PLAIN:
+        assert f"{out / stem}.ipynb: no exercises, copied with outputs cleared" in lines
+    labs = ", ".join(stem[:2] for stem in LABS)
+    assert lines[-1] == (
+        f"Wrote {len(SOLUTIONS)} notebooks to {out}: {sum(LABS.values())} exercises in labs {labs}; "
+        f"{len(PLAIN)} without exercises."
+    )
+    assert "MyResidualBlock" in student.exercise_names(SOLUTIONS["04_residual_mlp"])
+
+
+@pytest.mark.parametrize("stem", PLAIN)
+def test_lab_without_exercises_is_copied_with_outputs_cleared(edition, stem):
+    solution, generated = SOLUTIONS[stem], nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
+    assert [(c.id, c.source) for c in generated.cells] == [(c.id, c.source) for c in solution.cells]
+    assert all(c.outputs == [] and c.execution_count is None for c in generated.cells if c.cell_type == "code")
 
 
 @pytest.mark.parametrize("stem", LABS)
 def test_generated_lab_has_stubs_and_no_solutions(edition, stem):
-    solution = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
-    generated = nbformat.read(edition / f"{stem}.ipynb", as_version=4)
+    solution = SOLUTIONS[stem]
+    generated = nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
     nbformat.validate(generated)
-    assert len(student.exercise_cells(solution)) == LABS[stem]
     assert [c.id for c in generated.cells] == [c.id for c in solution.cells]
     text = "\n".join(c.source for c in generated.cells)
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
@@ -142,8 +191,8 @@ def _run(path, tmp_path, monkeypatch):
 def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(edition, stem, tmp_path, monkeypatch):
     from papermill.exceptions import PapermillExecutionError
 
-    nb = nbformat.read(edition / f"{stem}.ipynb", as_version=4)
-    first = min(student.exercise_cells(nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)))
+    nb = nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
+    first = min(student.exercise_cells(SOLUTIONS[stem]))
     check = next(i for i in range(first + 1, len(nb.cells)) if "checks.check_" in nb.cells[i].source)
     nb.cells = nb.cells[: check + 1]
     path = tmp_path / f"{stem}.ipynb"
@@ -156,8 +205,8 @@ def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(edition,
 
 @pytest.mark.parametrize("stem", LABS)
 def test_student_lab_with_solutions_put_back_runs_to_the_end(edition, stem, tmp_path, monkeypatch):
-    solution = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
-    submission = nbformat.read(edition / f"{stem}.ipynb", as_version=4)
+    solution = SOLUTIONS[stem]
+    submission = nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
     answers = {solution.cells[i].id: solution.cells[i].source for i in student.exercise_cells(solution)}
     for cell in submission.cells:
         cell.source = answers.get(cell.id, cell.source)
