@@ -29,6 +29,7 @@ __all__ = [
     "check_adam",
     "check_conv2d",
     "check_max_pool2d",
+    "check_conv_block",
 ]
 
 TOLERANCE = 1e-9
@@ -433,3 +434,71 @@ def check_residual_block(block, seed: int = 0) -> float:
                     compare(f"{where}: {label}", tensor.grad.numpy(), reference_tensor.grad.numpy(), grad_hint)
                 )
     return _passed("check_residual_block", f"{len(cases)} cases, output and gradients (h, W, b)", max(errors))
+
+
+# -- lab 06: the order of a regularised conv block -------------------------------------------------------
+def _layer_summary(module) -> list[str]:
+    """One readable line per layer: type and the settings that matter for the block."""
+    from torch import nn
+
+    out = []
+    for m in module.children() if len(list(module.children())) else [module]:
+        if isinstance(m, nn.Conv2d):
+            out.append(
+                f"Conv2d({m.in_channels}->{m.out_channels}, kernel {m.kernel_size[0]}, padding {m.padding[0]}, "
+                f"bias={m.bias is not None})"
+            )
+        elif isinstance(m, nn.BatchNorm2d):
+            out.append(f"BatchNorm2d({m.num_features})")
+        elif isinstance(m, nn.MaxPool2d):
+            out.append(f"MaxPool2d({m.kernel_size})")
+        elif isinstance(m, nn.Dropout):
+            out.append(f"Dropout(p={m.p})")
+        else:
+            out.append(type(m).__name__)
+    return out
+
+
+def check_conv_block(block_fn, seed: int = 0) -> float:
+    """Check ``block_fn(in_ch, out_ch, batch_norm, dropout)`` (returning an ``nn.Module``) against
+    :func:`labutils.models.conv_block`: the same layers in the same order (conv3×3 → [BatchNorm] → ReLU →
+    2×2 max-pool → [Dropout]) and, with the reference's weights copied in, the same output in evaluation mode."""
+    import torch
+
+    from labutils.models import conv_block
+
+    cases = {
+        "plain": (3, 4, False, 0.0),
+        "batch norm": (3, 4, True, 0.0),
+        "dropout 0.25": (2, 5, False, 0.25),
+        "batch norm + dropout 0.25": (2, 5, True, 0.25),
+    }
+    hint = (
+        "Hint: conv3x3 (padding 1) -> BatchNorm2d (only with batch_norm; then the conv needs no bias) -> ReLU -> "
+        "MaxPool2d(2) -> Dropout (only when dropout > 0). Normalise before the non-linearity, drop after the pool."
+    )
+    errors = []
+    for name, (in_ch, out_ch, bn, p) in cases.items():
+        args = f"in_ch={in_ch}, out_ch={out_ch}, batch_norm={bn}, dropout={p}"
+        got = _call(f"block_fn({args})", block_fn, in_ch, out_ch, bn, p)
+        if not isinstance(got, torch.nn.Module):
+            raise CheckFailed(f"block_fn({args}) returned {type(got).__name__}, expected an nn.Module. {hint}")
+        torch.manual_seed(seed)
+        ref = conv_block(in_ch, out_ch, batch_norm=bn, dropout=p)
+        want, have = _layer_summary(ref), _layer_summary(got)
+        if want != have:
+            raise CheckFailed(f"case {name!r} ({args}): expected the layers {want}, got {have}. {hint}")
+        params = list(got.parameters())
+        with torch.no_grad():
+            for mine, theirs in zip(params, ref.parameters()):
+                mine.copy_(theirs)
+            for mine, theirs in zip(got.buffers(), ref.buffers()):
+                mine.copy_(theirs)
+        x = torch.from_numpy(np.random.default_rng(seed).standard_normal((2, in_ch, 6, 6))).float()
+        with torch.no_grad():
+            expected = ref.eval()(x).double().numpy()
+            out = got.eval()(x)
+        errors.append(
+            compare(f"block output, case {name!r}", out.double().numpy(), expected, hint, tol=1e-6)  # float32 layers
+        )
+    return _passed("check_conv_block", f"{len(cases)} cases", max(errors), tol=1e-6)

