@@ -1251,6 +1251,7 @@ def evaluate_under_corruption(
                 bar.set_postfix_str(f"{name} {s}")
                 if source is not None:
                     x, y = load_corruption_benchmark(source, name, s)
+                    y = np.array(y, np.int64)  # a writable copy of the memory-mapped labels
                 else:
                     x, y = corrupt_arrays(images, name, s, seed, benchmark=table, batch_size=500), labels
                 for model_name, model in models.items():
@@ -1272,6 +1273,39 @@ def evaluate_under_corruption(
     finally:
         bar.close()
     return CorruptionResults(pd.DataFrame(rows), clean)
+
+
+def saved_models(paths: Sequence, info) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """Networks that earlier labs saved with :func:`labutils.train.save_backbone`, for evaluation on ``info``.
+
+    Returns ``(models, skipped)``: {file stem: model} for every file that exists and was trained on the same
+    data (same dataset, real or stand-in, and class count), and {file stem: reason} for the others.
+    The model class is the one named in the file's JSON sidecar (a class of :mod:`labutils.models`).
+    """
+    import json
+    from pathlib import Path
+
+    from labutils import models as zoo
+    from labutils.train import load_backbone
+
+    found, skipped = {}, {}
+    for path in map(Path, paths):
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            skipped[path.stem] = f"{path} does not exist (run its lab first)"
+            continue
+        meta = json.loads(meta_path.read_text())
+        dataset = meta.get("dataset") or {}
+        trained_on = (dataset.get("name"), meta.get("num_classes", dataset.get("num_classes")))
+        if trained_on != (info.name, info.num_classes):
+            skipped[path.stem] = f"trained on {trained_on[0]} ({trained_on[1]} classes), not {info.name}"
+            continue
+        factory = getattr(zoo, str(meta.get("model_class")), None)
+        if not isinstance(factory, type):
+            skipped[path.stem] = f"its class {meta.get('model_class')!r} is not in labutils.models"
+            continue
+        found[path.stem], _ = load_backbone(path, factory)
+    return found, skipped
 
 
 def plot_corruption_heatmaps(results: CorruptionResults, models: Sequence[str] | None = None, *, title: str = ""):
@@ -1333,4 +1367,5 @@ __all__ = [
     "CorruptionResults",
     "evaluate_under_corruption",
     "plot_corruption_heatmaps",
+    "saved_models",
 ]
