@@ -502,3 +502,39 @@ def check_conv_block(block_fn, seed: int = 0) -> float:
             compare(f"block output, case {name!r}", out.double().numpy(), expected, hint, tol=1e-6)  # float32 layers
         )
     return _passed("check_conv_block", f"{len(cases)} cases", max(errors), tol=1e-6)
+
+
+# -- lab 08: one corruption ---------------------------------------------------------------------------
+__all__ += ["check_contrast"]
+
+
+def check_contrast(contrast_fn, seed: int = 0) -> float:
+    """Check ``contrast_fn(x, severity)`` against :func:`labutils.corruptions.corrupt` (``"contrast"``, CIFAR-10-C's
+    factors) at all five severities, on float32 batches (N, C, H, W) in [0, 1], colour and greyscale.
+
+    Contrast draws no random numbers, so the reference's ``seed`` (passed as ``seed``) changes nothing: the
+    student's function needs none. ``seed`` only picks the test images. Returns the largest relative error.
+    """
+    import torch
+
+    from . import corruptions
+
+    rng = np.random.default_rng(seed)
+    cases = {
+        "colour (4, 3, 8, 8)": rng.uniform(0, 1, (4, 3, 8, 8)),
+        "greyscale (3, 1, 7, 5)": rng.uniform(0, 1, (3, 1, 7, 5)),
+        "colour, nearly saturated (2, 3, 6, 6)": np.clip(rng.uniform(0.6, 1.4, (2, 3, 6, 6)), 0, 1),
+    }
+    hint = (
+        "Hint: per image and per channel, out = (x - mean) * c + mean with mean over (H, W), "
+        "c = corruptions.parameters('contrast', severity), then clip to [0, 1]."
+    )
+    errors = []
+    for name, array in cases.items():
+        x = torch.from_numpy(array.astype(np.float32))
+        for severity in corruptions.SEVERITIES:
+            expected = corruptions.corrupt(x, "contrast", severity, seed).numpy()
+            got = _call(f"contrast, case {name!r}, severity {severity}", contrast_fn, x.clone(), severity)
+            got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else got
+            errors.append(compare(f"contrast, case {name!r}, severity {severity}", got, expected, hint, tol=1e-5))
+    return _passed("check_contrast", f"{len(cases)} cases x 5 severities", max(errors), tol=1e-5)

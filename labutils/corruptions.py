@@ -35,6 +35,7 @@ import math
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -1058,6 +1059,286 @@ def corruption_grid(
     return fig, data
 
 
+# -- evaluating models on corrupted test sets ---------------------------------------------------------
+@dataclass
+class CorruptionResults:
+    """What :func:`evaluate_under_corruption` measured.
+
+    ``frame``: one row per (model, corruption, severity) with columns model, corruption, family, severity,
+    accuracy, error, n (images), source ("generated" or the published file's benchmark) and approximation
+    (True where :data:`APPROXIMATIONS` stands in for the original). ``clean``: {model: clean top-1 accuracy}.
+    """
+
+    frame: Any
+    clean: dict[str, float]
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.clean)
+
+    def accuracies(self, model: str) -> dict[str, list[float]]:
+        """{corruption: [accuracy at each severity, in increasing order]} of one model."""
+        check_choice("model", model, self.models)
+        rows = self.frame[self.frame.model == model].sort_values("severity")
+        return {name: rows[rows.corruption == name].accuracy.tolist() for name in dict.fromkeys(rows.corruption)}
+
+    def errors(self, model: str) -> dict[str, list[float]]:
+        """{corruption: [top-1 error at each severity]} of one model (1 - accuracy)."""
+        return {name: [1.0 - a for a in acc] for name, acc in self.accuracies(model).items()}
+
+    def table(self, model: str):
+        """Accuracy of one model as a DataFrame: one row per corruption (``*`` marks an approximation),
+        one column per severity, plus the mean over severities."""
+        check_choice("model", model, self.models)
+        rows = self.frame[self.frame.model == model]
+        order = list(dict.fromkeys(rows.corruption))
+        pivot = rows.pivot(index="corruption", columns="severity", values="accuracy").loc[order]
+        pivot.columns = [f"severity {s}" for s in pivot.columns]
+        pivot["mean"] = pivot.mean(axis=1)
+        pivot.index = [n + (" *" if n in APPROXIMATIONS else "") for n in order]
+        return pivot
+
+    def summary(self, baseline: str):
+        """One row per model: clean accuracy, mean corruption accuracy, mCE and relative mCE against
+        ``baseline`` (both 1.0 for the baseline itself), as a DataFrame indexed by model."""
+        import pandas as pd
+
+        check_choice("baseline model", baseline, self.models)
+        base_err, base_clean = self.errors(baseline), 1.0 - self.clean[baseline]
+        rows = []
+        for model in self.models:
+            err = self.errors(model)
+            rows.append(
+                {
+                    "model": model,
+                    "clean_acc": self.clean[model],
+                    "mean_corruption_acc": mean_corruption_accuracy(self.accuracies(model)),
+                    "mCE": mean_corruption_error(err, base_err),
+                    "relative_mCE": _relative_or_nan(err, 1.0 - self.clean[model], base_err, base_clean),
+                }
+            )
+        return pd.DataFrame(rows).set_index("model")
+
+
+def _relative_or_nan(errors, clean_error, baseline_errors, baseline_clean_error) -> float:
+    # Relative mCE is undefined when the baseline loses nothing on some corruption (tiny test subsets).
+    try:
+        return relative_mce(errors, clean_error, baseline_errors, baseline_clean_error)
+    except ValueError:
+        return float("nan")
+
+
+def _published_source(info, name: str, published: bool | None) -> str | None:
+    """The published benchmark to read ``name`` from, or None to generate it."""
+    from labutils import data
+
+    base = getattr(info, "base", info.name)
+    usable = base in ("cifar10", "cifar100") and not info.synthetic
+    if published is False or not usable:
+        if published:
+            raise ValueError(f"published=True, but {info.name} has no published corruption benchmark (CIFAR-10/100).")
+        return None
+    available = name in CORRUPTIONS and data.corruption_benchmark_available(base, name)
+    if published and not available:
+        where = data.corruption_benchmark_dir(base)
+        raise ValueError(f"published=True, but {where / (name + '.npy')} is missing: place the published file there.")
+    return base if available else None
+
+
+def _table_for(name: str, benchmark: str) -> str | None:
+    """``benchmark`` if it has parameters for ``name``, else None (the corruption's own benchmark)."""
+    return benchmark if name in (_CIFAR_PARAMS if benchmark == "cifar" else _MNIST_PARAMS) else None
+
+
+def _check_outputs(model, name: str, info, images: np.ndarray, device) -> None:
+    """One clear sentence when a model's class scores do not match the dataset's classes."""
+    x = (torch.from_numpy(np.ascontiguousarray(images[:1])).float() / 255.0 - _stat(info.mean)) / _stat(info.std)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model.to(device)(x.to(device))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"Model {name!r} cannot take {info.name} images of shape {tuple(images.shape[1:])}: {exc}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2 or out.shape[1] != info.num_classes:
+        raise ValueError(
+            f"Model {name!r} outputs {tuple(out.shape[1:])} scores per image but {info.name} has "
+            f"{info.num_classes} classes: evaluate a model trained on this dataset."
+        )
+
+
+def _stat(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+def _accuracy(model, images: np.ndarray, labels: np.ndarray, info, batch_size: int, device) -> float:
+    from torch.utils.data import DataLoader
+
+    from labutils.data import ImageArrayDataset
+    from labutils.train import evaluate
+
+    loader = DataLoader(ImageArrayDataset(images, labels, info.mean, info.std), batch_size=batch_size)
+    return float(evaluate(model, loader, device=device).top1)
+
+
+def evaluate_under_corruption(
+    models,
+    images: np.ndarray,
+    labels: np.ndarray,
+    info,
+    names: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    *,
+    benchmark: str | None = None,
+    batch_size: int = 256,
+    device=None,
+    published: bool | None = None,
+    progress: bool = True,
+) -> CorruptionResults:
+    """Top-1 accuracy of one or more models on every (corruption, severity) of a test set, and on the clean set.
+
+    ``models``: an ``nn.Module`` or {name: module}, each returning (N, info.num_classes) scores for normalised
+    images. ``images`` uint8 (N, C, H, W) and ``labels`` (N,), e.g. ``load_arrays(...).x_test / .y_test``;
+    ``info`` the dataset's :class:`labutils.data.DatasetInfo` (mean/std normalise *after* corrupting).
+    ``names`` default to the dataset's benchmark (:func:`corruption_names`), ``benchmark`` to
+    :func:`benchmark_for`. Each corrupted copy is made once and every model evaluated on it
+    (:func:`labutils.train.evaluate`), under one progress bar.
+
+    ``published``: None uses the published CIFAR-10-C / CIFAR-100-C file of a corruption where
+    :func:`labutils.data.corruption_benchmark_available` finds it (all its 10,000 images; the row's ``source``
+    says so) and generates the others; True requires the files; False always generates.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from labutils import get_device
+    from labutils.data import load_corruption_benchmark
+
+    models = {"model": models} if isinstance(models, torch.nn.Module) else dict(models)
+    if not models or not all(isinstance(m, torch.nn.Module) for m in models.values()):
+        raise ValueError("models must be an nn.Module or a non-empty {name: nn.Module} mapping.")
+    names = tuple(corruption_names(info.base if hasattr(info, "base") else info.name) if names is None else names)
+    benchmark = benchmark_for(info.name) if benchmark is None else check_choice("benchmark", benchmark, BENCHMARKS)
+    for name in names:
+        check_choice("corruption", name, ALL_CORRUPTIONS)
+        _table(name, _table_for(name, benchmark))
+    severities = tuple(_check_severity(s) for s in severities)
+    batch_size = check_int("batch_size", batch_size, 1)
+    images, labels = np.asarray(images), np.asarray(labels, np.int64)
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels) or not len(images):
+        raise ValueError(
+            f"images must be uint8 (N, C, H, W) with one label each, got {images.dtype} {images.shape} "
+            f"and {len(labels)} labels."
+        )
+    if labels.min() < 0 or labels.max() >= info.num_classes:
+        raise ValueError(f"labels must lie in 0..{info.num_classes - 1}, got {labels.min()}..{labels.max()}.")
+    device = torch.device(device) if device is not None else get_device()
+    for model_name, model in models.items():
+        _check_outputs(model, model_name, info, images, device)
+    clean = {m: _accuracy(model, images, labels, info, batch_size, device) for m, model in models.items()}
+    rows = []
+    bar = tqdm(total=len(names) * len(severities), desc="corruptions", disable=not progress, dynamic_ncols=True)
+    try:
+        for name in names:
+            source = _published_source(info, name, published)
+            table = _table_for(name, benchmark)
+            for s in severities:
+                bar.set_postfix_str(f"{name} {s}")
+                if source is not None:
+                    x, y = load_corruption_benchmark(source, name, s)
+                    y = np.array(y, np.int64)  # a writable copy of the memory-mapped labels
+                else:
+                    x, y = corrupt_arrays(images, name, s, seed, benchmark=table, batch_size=500), labels
+                for model_name, model in models.items():
+                    acc = _accuracy(model, x, y, info, batch_size, device)
+                    rows.append(
+                        {
+                            "model": model_name,
+                            "corruption": name,
+                            "family": FAMILIES[name],
+                            "severity": s,
+                            "accuracy": acc,
+                            "error": 1.0 - acc,
+                            "n": len(y),
+                            "source": "generated" if source is None else f"published {source}",
+                            "approximation": source is None and name in APPROXIMATIONS,
+                        }
+                    )
+                bar.update(1)
+    finally:
+        bar.close()
+    return CorruptionResults(pd.DataFrame(rows), clean)
+
+
+def saved_models(paths: Sequence, info) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """Networks that earlier labs saved with :func:`labutils.train.save_backbone`, for evaluation on ``info``.
+
+    Returns ``(models, skipped)``: {file stem: model} for every file that exists and was trained on the same
+    data (same dataset, real or stand-in, and class count), and {file stem: reason} for the others.
+    The model class is the one named in the file's JSON sidecar (a class of :mod:`labutils.models`).
+    """
+    import json
+    from pathlib import Path
+
+    from labutils import models as zoo
+    from labutils.train import load_backbone
+
+    found, skipped = {}, {}
+    for path in map(Path, paths):
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            skipped[path.stem] = f"{path} does not exist (run its lab first)"
+            continue
+        meta = json.loads(meta_path.read_text())
+        dataset = meta.get("dataset") or {}
+        trained_on = (dataset.get("name"), meta.get("num_classes", dataset.get("num_classes")))
+        if trained_on != (info.name, info.num_classes):
+            skipped[path.stem] = f"trained on {trained_on[0]} ({trained_on[1]} classes), not {info.name}"
+            continue
+        factory = getattr(zoo, str(meta.get("model_class")), None)
+        if not isinstance(factory, type):
+            skipped[path.stem] = f"its class {meta.get('model_class')!r} is not in labutils.models"
+            continue
+        found[path.stem], _ = load_backbone(path, factory)
+    return found, skipped
+
+
+def plot_corruption_heatmaps(results: CorruptionResults, models: Sequence[str] | None = None, *, title: str = ""):
+    """Accuracy per corruption (rows) and severity (columns), one panel per model, all on ONE colour scale.
+
+    Returns ``(fig, data)``: data[model] is the (corruptions, severities) accuracy array drawn, with
+    data["corruptions"], data["severities"] and data["vmin"]/data["vmax"] (the shared scale).
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(results.models if models is None else models)
+    tables = {m: results.table(m).drop(columns="mean") for m in models}
+    arrays = {m: t.to_numpy(dtype=float) for m, t in tables.items()}
+    vmin = min(float(a.min()) for a in arrays.values())
+    vmax = max(float(a.max()) for a in arrays.values())
+    first = tables[models[0]]
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(1.2 + 0.55 * first.shape[1] * len(models), 0.8 + 0.3 * len(first)), squeeze=False
+    )
+    image = None
+    for ax, m in zip(axes[0], models):
+        image = ax.imshow(arrays[m], cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(first.shape[1]), [c.split()[-1] for c in first.columns])
+        ax.set_yticks(range(len(first)), first.index if ax is axes[0, 0] else [""] * len(first), fontsize=7)
+        ax.set(xlabel="severity", title=m)
+    fig.colorbar(image, ax=list(axes[0]), label="top-1 accuracy", shrink=0.9)
+    if title:
+        fig.suptitle(title)
+    data = {m: arrays[m] for m in models}
+    data.update(corruptions=list(first.index), severities=list(first.columns), vmin=vmin, vmax=vmax)
+    return fig, data
+
+
 __all__ = [
     "CORRUPTIONS",
     "EXTRAS",
@@ -1083,4 +1364,8 @@ __all__ = [
     "relative_mce",
     "mean_corruption_accuracy",
     "corruption_grid",
+    "CorruptionResults",
+    "evaluate_under_corruption",
+    "plot_corruption_heatmaps",
+    "saved_models",
 ]

@@ -46,7 +46,7 @@ from labutils.util import REPO_ROOT
 DATA_DIR = Path(os.environ.get("LABS_DATA") or REPO_ROOT / "data")
 
 DATASETS = ("mnist", "cifar10", "cifar100", "imagenette", "pets", "digits")
-AUGMENTATIONS = ("none", "standard", "strong", "flip_jitter", "digits")
+AUGMENTATIONS = ("none", "standard", "strong", "flip_jitter", "digits", "augmix")
 # Presets that suit grey handwritten digits: no flips (a mirrored 2 is no digit), no colour (one channel).
 DIGIT_DATASETS = ("mnist", "digits")
 NETWORK_TIMEOUT_S = 4.0
@@ -783,6 +783,9 @@ def augmentation(preset: str, image_size: int):
     ``flip_jitter``: horizontal flip and colour jitter of ±20 % in brightness, contrast and saturation (no crop).
     ``digits``: for handwritten digits, small shifts (up to 10 % of the side) and rotations (up to ±10°);
     no flips and no colour. :func:`augmentation_for` picks it for digit datasets.
+    ``augmix``: standard plus torchvision's ``v2.AugMix`` (Hendrycks et al. 2020: severity 3, width 3, chains of
+    1-3 operations, mixed with the image), without the paper's Jensen-Shannon consistency loss. It works on
+    1-channel (greyscale) uint8 images too: its colour operations act on the single channel.
     """
     from torchvision.transforms import v2
 
@@ -797,6 +800,8 @@ def augmentation(preset: str, image_size: int):
     steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
     if preset == "strong":
         steps += [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), v2.RandomRotation(15)]
+    if preset == "augmix":
+        steps.append(v2.AugMix())
     return v2.Compose(steps)
 
 

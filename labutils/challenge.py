@@ -1,0 +1,219 @@
+"""The DS542 robustness challenge, leaderboard style: a corrupted test set with hidden labels, a submission CSV,
+its validator and its score.
+
+>>> challenge = build_challenge_set(splits.x_test, splits.y_test, info.num_classes, ["fog", "rotate"], [1, 3])
+>>> labels = predict(model, challenge.images, info)                  # (M,) int64, one per corrupted image
+>>> write_submission("runs/08_robustness_challenge/submission.csv", challenge.ids, labels)
+>>> score_submission("runs/08_robustness_challenge/submission.csv", challenge)["accuracy"]
+
+The set holds every test image under every chosen (corruption, severity), shuffled with the seed. An id names
+the severity and the source image but hides the corruption behind a seeded tag:
+``distortion03_sev_2_000123`` is image 123 of the test set, at severity 2, under the corruption that the
+challenge's ``key["distortion03"]`` names. A submission is a CSV file with the header ``id,label`` and one row
+per corrupted image; :func:`validate_submission` says in one sentence what is wrong with one that is not.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labutils.util import atomic_open, check_int
+
+HEADER = ("id", "label")
+
+
+class SubmissionError(ValueError):
+    """A submission that cannot be scored; the message says which row and what is accepted."""
+
+
+@dataclass(frozen=True)
+class ChallengeSet:
+    """A shuffled corrupted test set: ``ids`` (M,) str, ``images`` uint8 (M, C, H, W), hidden ``labels`` (M,)
+    int64, ``num_classes``, and ``key`` {distortion tag: corruption name} (the organisers' side)."""
+
+    ids: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    key: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def challenge_id(tag: str, severity: int, index: int) -> str:
+    """``distortion03_sev_2_000123``: distortion tag, severity, index of the source image in the test set."""
+    return f"{tag}_sev_{severity}_{index:06d}"
+
+
+def build_challenge_set(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    names: Sequence[str],
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    seed: int = 0,
+    *,
+    benchmark: str | None = None,
+) -> ChallengeSet:
+    """Corrupt ``images`` (uint8 (N, C, H, W), labels (N,)) with every corruption of ``names`` at every
+    severity, tag the corruptions ``distortion00``, ``distortion01``, ... in a seeded order and shuffle the
+    N x len(names) x len(severities) images with ``seed``. ``benchmark`` as in :func:`labutils.corruptions.corrupt`.
+    """
+    from labutils import corruptions as C
+
+    seed = check_int("seed", seed, 0)
+    num_classes = check_int("num_classes", num_classes, 2)
+    names = list(dict.fromkeys(names))
+    if not names or not severities:
+        raise ValueError("A challenge needs at least one corruption and one severity.")
+    images, labels = np.asarray(images), np.asarray(labels, np.int64)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match.")
+    rng = np.random.default_rng(seed)
+    tags = {name: f"distortion{k:02d}" for k, name in zip(rng.permutation(len(names)), names)}
+    ids, parts, answers = [], [], []
+    for name in names:
+        for s in severities:
+            table = None if benchmark is None else C._table_for(name, benchmark)
+            parts.append(C.corrupt_arrays(images, name, s, seed, benchmark=table))
+            ids += [challenge_id(tags[name], s, i) for i in range(len(images))]
+            answers.append(labels)
+    order = rng.permutation(len(ids))
+    return ChallengeSet(
+        ids=np.asarray(ids)[order],
+        images=np.concatenate(parts)[order],
+        labels=np.concatenate(answers)[order],
+        num_classes=num_classes,
+        key={tag: name for name, tag in sorted(tags.items(), key=lambda kv: kv[1])},
+    )
+
+
+def predict(model, images: np.ndarray, info, *, batch_size: int = 256, device=None) -> np.ndarray:
+    """Arg-max class (M,) int64 of a model on uint8 images (M, C, H, W), normalised with ``info.mean/std``."""
+    import torch
+
+    from labutils import get_device
+
+    device = torch.device(device) if device is not None else get_device()
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (M, C, H, W), got {images.dtype} {images.shape}.")
+    mean = torch.tensor(info.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, dtype=torch.float32).view(1, -1, 1, 1)
+    was_training = model.training
+    model.to(device).eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = (torch.from_numpy(images[start : start + batch_size]).float() / 255.0 - mean) / std
+                out.append(model(x.to(device)).argmax(1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def write_submission(path: str | Path, ids: Sequence[str], labels: Sequence[int]) -> Path:
+    """Write ``id,label`` rows (one per id, in the order given) to ``path`` atomically; returns the path."""
+    ids, labels = [str(i) for i in ids], np.asarray(labels)
+    if len(ids) != len(labels):
+        raise ValueError(f"{len(ids)} ids but {len(labels)} labels: give one label per id.")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers (class indices), got dtype {labels.dtype}.")
+    with atomic_open(path, "w") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(HEADER)
+        writer.writerows(zip(ids, labels.tolist()))
+    return Path(path)
+
+
+def validate_submission(path: str | Path, ids: Sequence[str], num_classes: int) -> dict[str, int]:
+    """Read and check a submission against the challenge's ``ids``; returns {id: label}.
+
+    Raises :class:`SubmissionError` with one sentence for: a missing file, a wrong header, a row that is not
+    ``id,label``, a label that is not an integer in 0..num_classes-1, an unknown id, a duplicate id, or an
+    id with no row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"There is no submission at {path}: write one with write_submission().")
+    expected = set(map(str, ids))
+    answers: dict[str, int] = {}
+    first_row: dict[str, int] = {}
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != HEADER:
+            raise SubmissionError(
+                f"The header of {path.name} is {','.join(header or [])!r}; "
+                "a submission starts with the line 'id,label'."
+            )
+        for row_number, row in enumerate(reader, start=2):
+            if len(row) != 2:
+                raise SubmissionError(
+                    f"Line {row_number} of {path.name} has {len(row)} fields ({','.join(row)!r}); "
+                    "every row is 'id,label'."
+                )
+            image_id, text = row[0].strip(), row[1].strip()
+            if image_id not in expected:
+                raise SubmissionError(f"Line {row_number} has the id {image_id!r}, which is not in the challenge set.")
+            if image_id in answers:
+                raise SubmissionError(
+                    f"The id {image_id!r} appears twice (lines {first_row[image_id]} and {row_number}); "
+                    "give one row per image."
+                )
+            try:
+                label = int(text)
+            except ValueError:
+                label = None
+            if label is None or not 0 <= label < num_classes:
+                raise SubmissionError(
+                    f"Line {row_number} ({image_id}) has the label {text!r}, but labels are integers from 0 to "
+                    f"{num_classes - 1}."
+                )
+            answers[image_id], first_row[image_id] = label, row_number
+    missing = [i for i in map(str, ids) if i not in answers]
+    if missing:
+        raise SubmissionError(
+            f"{len(missing)} of the {len(expected)} ids have no row in {path.name} (the first is {missing[0]!r}); "
+            "give one row per corrupted image."
+        )
+    return answers
+
+
+def score_submission(path: str | Path, challenge: ChallengeSet) -> dict:
+    """Validate a submission and score it against the hidden labels.
+
+    Returns {"accuracy": fraction correct over all M images, "n": M, "by_severity": {severity: accuracy},
+    "by_distortion": {tag: accuracy}}.
+    """
+    answers = validate_submission(path, challenge.ids, challenge.num_classes)
+    predicted = np.array([answers[i] for i in challenge.ids], np.int64)
+    correct = predicted == challenge.labels
+    severity = np.array([int(i.split("_sev_")[1].split("_")[0]) for i in challenge.ids])
+    tags = np.array([i.split("_sev_")[0] for i in challenge.ids])
+    return {
+        "accuracy": float(correct.mean()),
+        "n": int(len(correct)),
+        "by_severity": {int(s): float(correct[severity == s].mean()) for s in np.unique(severity)},
+        "by_distortion": {str(t): float(correct[tags == t].mean()) for t in np.unique(tags)},
+    }
+
+
+__all__ = [
+    "SubmissionError",
+    "ChallengeSet",
+    "HEADER",
+    "challenge_id",
+    "build_challenge_set",
+    "predict",
+    "write_submission",
+    "validate_submission",
+    "score_submission",
+]
