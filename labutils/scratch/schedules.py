@@ -14,6 +14,7 @@ The curves are those of ``torch.optim.lr_scheduler`` (closed forms of ``StepLR``
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -210,8 +211,10 @@ def make_schedule(name: str, **kwargs) -> Schedule:
     return SCHEDULES[name](**kwargs)
 
 
-def plot_schedules(schedules: dict[str, Schedule], n: int, ax=None, log: bool = False) -> dict[str, np.ndarray]:
-    """Draw each schedule's learning rate over ``t = 0 .. n-1`` on one axis; returns ``{name: values}``."""
+def plot_schedules(
+    schedules: dict[str, Schedule], n: int, ax=None, log: bool = False
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Draw each schedule's learning rate over ``t = 0 .. n-1`` on one axis; returns ``(fig, {name: values})``."""
     import matplotlib.pyplot as plt
 
     if not schedules:
@@ -228,4 +231,4 @@ def plot_schedules(schedules: dict[str, Schedule], n: int, ax=None, log: bool = 
         ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
-    return curves
+    return ax.figure, curves
