@@ -107,8 +107,8 @@ def plot_feature_maps(
     image: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Draw the channels of one image's feature maps, maps (C, H, W) (or (1, C, H, W)), each scaled to
-    its own [min, max]; ``image`` (same H, W; or (1, H, W)), if given, is drawn first. Returns ``(fig, maps)``, the maps drawn
-    (C', H, W) before scaling."""
+    its own [min, max]; ``image`` (same H, W; or (1, H, W)), if given, is drawn first.
+    Returns ``(fig, maps)``, the maps drawn (C', H, W) before scaling."""
     import matplotlib.pyplot as plt
 
     maps = np.asarray(maps)
