@@ -33,8 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from labutils.util import check_choice, check_int
+
 WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 RELU_LAYERS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+KINDS = ("weight", "bias", "dead_relu")  # what a history holds per recorded step
 NONNEGATIVE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)  # activations whose output is never < 0
 
 
@@ -102,7 +105,7 @@ class ReferenceGradientRecorder:
         relu_types: Sequence[type[nn.Module]] = RELU_LAYERS,
         every: int = 1,
     ):
-        self.every = _check_every(every)
+        self.every = check_int("every", every)
         self.layers = _measured_layers(model, layer_types)
         self.layer_names = [name for name, _ in self.layers]
         self.relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
@@ -172,12 +175,6 @@ class ReferenceGradientRecorder:
         return _at(self.history, step, kind)
 
 
-def _check_every(every: int) -> int:
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive integer (record every n-th step), got {every!r}.")
-    return every
-
-
 def _measured_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]) -> list[tuple[str, nn.Module]]:
     layers = weight_layers(model, layer_types)
     if not layers:
@@ -196,14 +193,14 @@ def _latest(h: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     if not len(h["steps"]):
         return {"weight": {}, "bias": {}, "dead_relu": {}}
     out = {}
-    for kind, names in (("weight", h["layers"]), ("bias", h["layers"]), ("dead_relu", h["relu_layers"])):
+    for kind in KINDS:
+        names = h["relu_layers"] if kind == "dead_relu" else h["layers"]
         out[kind] = {name: float(v) for name, v in zip(names, h[kind][-1]) if np.isfinite(v)}
     return out
 
 
 def _at(h: Mapping[str, Any], step: int | None, kind: str) -> dict[str, float]:
-    if kind not in ("weight", "bias", "dead_relu"):
-        raise ValueError(f"Unknown kind {kind!r}: choose weight, bias or dead_relu.")
+    check_choice("kind", kind, KINDS)
     if not len(h["steps"]):
         raise ValueError("Nothing recorded yet: call record(step) after a backward pass.")
     if step is None:
@@ -217,232 +214,132 @@ def _at(h: Mapping[str, Any], step: int | None, kind: str) -> dict[str, float]:
     return {name: float(v) for name, v in zip(names, h[kind][i])}
 
 
-class GradientRecorder:
-    """Records per-layer gradient L2 norms (weights and biases) and dead-ReLU fractions during training.
+STACK_NUMEL = 1 << 12  # gradients and ReLU outputs up to this size are reduced in stacked groups
+#   (about where copying a tensor into a stack costs what one more small operation costs on the CPU)
 
-    Args:
-        model: the network; layers are found by type at construction.
-        layer_types: modules whose ``weight``/``bias`` gradients are measured (default Linear and Conv).
-        relu_types: activation modules watched for dead units (default ReLU, ReLU6); ``()`` turns it off
-            (then no hooks are registered at all).
-        every: record only when ``step % every == 0`` (1 = every step).
 
-    Attributes:
-        layer_names: the measured layers, input side first (``model.named_modules()`` order).
-        relu_names: the watched activation modules.
-        history: everything recorded so far as NumPy arrays (see :attr:`history`).
+class _BatchedNorms:
+    """The L2 norms of a fixed list of parameters' gradients, written as one float32 row in a few device operations.
 
-    Cost per recorded step, whatever the depth: one fused ``torch._foreach_norm`` over the weight and
-    bias gradients (on the CPU, small same-shaped ones such as a deep MLP's hidden layers as one
-    stacked group each, since the CPU's ``_foreach_norm`` is a loop of single norms) and one
-    ``torch.cat``/``stack``; for dead ReLUs, a hook per ReLU that keeps a small ``nn.ReLU`` output
-    (reduced in ``record`` with the others of its shape: one stack and one sum) or reduces a large
-    or other activation's output at once. No host copy and no per-layer Python work in ``record``:
-    the layer tables and the dead fractions are computed in blocks of up to ``FLUSH_STEPS`` steps,
-    on the host, when the history is read. With ``every > 1`` the hooks measure only the forward
-    passes of steps that will be recorded: after ``record(s)`` the recorder expects step ``s + 1``
-    next (as in a training loop that calls it once per step, like ``fit``); the hooks of the other
-    steps return at once. Without ReLU modules (or with ``relu_types=()``) no hook is registered.
+    On CUDA one fused ``torch._foreach_norm`` measures them all. On the CPU ``_foreach_norm`` is a loop of
+    single norms (~1 µs each), so small parameters of one shape (the 16x16 hidden layers of a deep MLP, their
+    biases) are measured as a stacked group instead: one stack and one norm per group. ``params`` below are
+    in row order: first the rest, then each group; ``order[i]`` is where the i-th given parameter sits.
     """
 
-    FLUSH_STEPS = 256  # recorded steps kept on the device before one copy to the host
-    FLUSH_UNITS = 1 << 22  # ... or fewer, so that the per-unit ReLU statistics kept stay below ~16 MB
-    STACK_NUMEL = 1 << 12  # gradients and ReLU outputs up to this size are reduced in stacked groups
-    #   (about where copying a tensor into a stack costs what one more small operation costs on the CPU)
-
-    def __init__(
-        self,
-        model: nn.Module,
-        layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
-        relu_types: Sequence[type[nn.Module]] = RELU_LAYERS,
-        every: int = 1,
-    ):
-        layers = _measured_layers(model, layer_types)
-        self.model = model
-        self.every = _check_every(every)
-        self.layer_names = [name for name, _ in layers]
-        # The measured parameters, fixed once: every weight, then every trainable bias. A recorded step
-        # stores their norms as one row (in `order` below); the layer tables (NaN for layers without a
-        # bias) are built from the rows on the host, when the history is read.
-        weights = [m.weight for _, m in layers]
-        biases, bias_column = [], []
-        for _, m in layers:
-            b = getattr(m, "bias", None)
-            if isinstance(b, nn.Parameter) and b.requires_grad:
-                bias_column.append(len(weights) + len(biases))
-                biases.append(b)
-            else:
-                bias_column.append(-1)
-        params = weights + biases
-        # On the CPU, _foreach_norm is a loop of single norms (~1.5 µs each), so small parameters of one
-        # shape (the 16x16 hidden layers of a deep MLP) are measured as a stacked group instead: one stack
-        # and one norm per group. The rest go through _foreach_norm (on CUDA all of them: there it is one
-        # fused kernel). `order` is the order of the norms in a stored row: the rest, then each group.
+    def __init__(self, params: Sequence[nn.Parameter], stack_numel: int = STACK_NUMEL):
         same: dict[tuple, list[int]] = {}
         for i, p in enumerate(params):
-            if 1 <= p.dim() and p.numel() <= self.STACK_NUMEL:
+            if 1 <= p.dim() and p.numel() <= stack_numel:
                 same.setdefault((tuple(p.shape), p.dtype), []).append(i)
-        groups = [idx for idx in same.values() if len(idx) >= 4]  # fewer: no faster than separate norms
-        grouped = {i for idx in groups for i in idx}
-        rest = [i for i in range(len(params)) if i not in grouped]
-        self._n_rest = len(rest)
-        self._groups = [(len(idx), tuple(range(1, params[idx[0]].dim() + 1))) for idx in groups]
-        order = rest + [i for idx in groups for i in idx]
-        self._params: list[nn.Parameter] = [params[i] for i in order]
-        # Host side: where each layer's weight and bias norm sit in a stored row (the extra last column
-        # is the NaN of layers without a bias).
-        where = np.empty(len(params), dtype=np.int64)
-        where[order] = np.arange(len(params))
-        self._columns = np.concatenate(
-            [where[: len(weights)], [where[c] if c >= 0 else len(params) for c in bias_column]]
-        )
-        self._relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
-        self.relu_names = [name for name, _ in self._relus]
-        # per ReLU, set by its hook: a per-unit statistic, a kept (output, version), or None
-        self._activity: list[torch.Tensor | tuple | None] = [None] * len(self._relus)
-        self._armed = True  # whether the next training forward pass belongs to a recorded step
-        self._handles: list[Any] = []
-        self._steps: list[int] = []
-        self._pending_norms: list[torch.Tensor] = []  # (P,) per recorded step, on the device
-        self._pending_activity: list[list[tuple]] = []  # per recorded step: its activity blocks
-        self._flush_at, self._sized = self.FLUSH_STEPS, False
-        self._host: list[np.ndarray] = []  # (S_block, 2L + R) float64 blocks already on the host
-        self._cache: dict[str, Any] | None = None
+        grouped = [idx for idx in same.values() if len(idx) >= 4]  # fewer: no faster than separate norms
+        in_group = {i for idx in grouped for i in idx}
+        rest = [i for i in range(len(params)) if i not in in_group]
+        row_order = rest + [i for idx in grouped for i in idx]
+        self.params = [params[i] for i in row_order]
+        self.order = np.empty(len(params), dtype=np.int64)
+        self.order[row_order] = np.arange(len(params))
+        self.n_rest = len(rest)
+        self.groups: list[tuple[int, int, tuple[int, ...]]] = []  # (start, stop, dims of one gradient) in the row
+        start = self.n_rest
+        for idx in grouped:
+            self.groups.append((start, start + len(idx), tuple(range(1, params[idx[0]].dim() + 1))))
+            start += len(idx)
 
-    # -- hooks -----------------------------------------------------------------------------------
-    def attach(self) -> GradientRecorder:
-        """Start watching ReLU outputs (forward hooks). Gradient norms need no hook. Returns self."""
-        if not self._handles:
-            for i, (_, module) in enumerate(self._relus):
-                self._handles.append(module.register_forward_hook(self._make_hook(i)))
-        return self
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def measure(self, row: torch.Tensor) -> None:
+        """Write the ``(P,)`` norms of the gradients now in ``.grad`` into ``row`` (NaN: no gradient)."""
+        grads = [p.grad for p in self.params]
+        f32 = torch.float32  # float32 norms whatever the gradients' dtype (bf16 models)
+        # (not `None in grads`: that compares every tensor with == and costs milliseconds)
+        if any(g is None for g in grads):  # layers that took no part in this backward pass get NaN
+            row.fill_(math.nan)
+            present = [i for i, g in enumerate(grads) if g is not None]
+            if present:
+                row[present] = torch.stack(torch._foreach_norm([grads[i] for i in present], 2, dtype=f32))
+            return
+        if not self.groups or row.device.type != "cpu":
+            torch.stack(torch._foreach_norm(grads, 2, dtype=f32), out=row)
+            return
+        if self.n_rest:
+            torch.stack(torch._foreach_norm(grads[: self.n_rest], 2, dtype=f32), out=row[: self.n_rest])
+        for start, stop, dims in self.groups:
+            torch.linalg.vector_norm(torch.stack(grads[start:stop]), dim=dims, dtype=f32, out=row[start:stop])
+
+
+class _DeadUnits:
+    """Forward hooks on ReLU modules that keep, per module, what decides which of its units were dead on the
+    last training batch; :meth:`take` turns one step's into blocks, :meth:`fractions` many steps' into numbers.
+
+    A small ``nn.ReLU`` output is kept as it is, ``(output, version)``, and reduced in :meth:`take` with the
+    others of its shape (one stack and one sum for all the hidden layers of a deep MLP): ``torch.relu`` keeps
+    its output for the backward pass and autograd refuses to differentiate through it once it has been
+    changed in place, so keeping it costs no memory; the version tells whether it changed after backward.
+    Other outputs are reduced in the hook by :func:`_unit_activity`. Hooks do nothing while ``armed`` is
+    False (steps that will not be recorded) and in passes without gradients (evaluation).
+    """
+
+    def __init__(self, relus: Sequence[tuple[str, nn.Module]], stack_numel: int = STACK_NUMEL):
+        self.modules = [m for _, m in relus]
+        self.stack_numel = stack_numel
+        self.activity: list[torch.Tensor | tuple | None] = [None] * len(relus)
+        self.armed = True
+        self.handles: list[Any] = []
+
+    def attach(self) -> None:
+        if not self.handles:
+            self.handles = [m.register_forward_hook(self._hook(i, m)) for i, m in enumerate(self.modules)]
 
     def detach(self) -> None:
-        """Remove the hooks; the recorded history stays."""
-        for handle in self._handles:
+        for handle in self.handles:
             handle.remove()
-        self._handles.clear()
+        self.handles = []
 
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
-    def __enter__(self) -> GradientRecorder:
-        return self.attach()
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
-
-    def _make_hook(self, i: int):
-        activity, small = self._activity, self.STACK_NUMEL
-        module = self._relus[i][1]
+    def _hook(self, i: int, module: nn.Module):
+        activity, small = self.activity, self.stack_numel
         nonnegative = isinstance(module, NONNEGATIVE)
-        # torch.relu keeps its output for the backward pass, and autograd refuses to differentiate
-        # through it once it has been changed in place; so a small nn.ReLU output can simply be kept
-        # and reduced in record() together with the others of its shape (one stack and one sum for
-        # all the layers of a deep MLP, instead of one reduction per layer here).
-        by_reference = type(module) is nn.ReLU
+        keep = type(module) is nn.ReLU
 
         def hook(module, inputs, output):
-            # Only training forward passes of steps that will be recorded count: evaluation runs under
-            # no_grad and would overwrite the statistics of the batch whose gradients are recorded next.
-            if self._armed and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
-                if by_reference and output.requires_grad and output.dim() >= 2 and output.numel() <= small:
+            if self.armed and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+                if keep and output.requires_grad and output.dim() >= 2 and output.numel() <= small:
                     activity[i] = (output, output._version)
                 else:
                     activity[i] = _unit_activity(output, nonnegative)
 
         return hook
 
-    # -- recording -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def record(self, step: int) -> bool:
-        """Measure the gradients now in ``.grad`` (call after ``backward()``, before ``optimizer.step()``).
+    def clear(self) -> None:
+        """Forget the kept outputs (a later record without a training forward pass gets NaN)."""
+        if any(a is not None for a in self.activity):
+            self.activity[:] = [None] * len(self.activity)
 
-        Returns True if this step was recorded (see ``every``). Nothing is copied to the host here,
-        and the number of device operations does not grow with the depth of the model (see the class
-        docstring).
-        """
-        activity = self._activity
-        self._armed = (step + 1) % self.every == 0
-        if step % self.every:
-            if any(m is not None for m in activity):  # a forward pass of a step that is not recorded
-                activity[:] = [None] * len(activity)
-            return False
-        self._pending_norms.append(self._norms())
-        if activity:
-            blocks = self._activity_blocks(activity)
-            self._pending_activity.append(blocks)
-            activity[:] = [None] * len(activity)  # a later record without a training forward pass gets NaN
-            if not self._sized and blocks:
-                # at most FLUSH_UNITS per-unit statistics wait on the device (unit counts from this step)
-                units = sum(stat.numel() for _, stat in blocks)
-                self._flush_at = max(len(self._pending_norms), min(self.FLUSH_STEPS, self.FLUSH_UNITS // units))
-                self._sized = True
-        self._steps.append(int(step))
-        self._cache = None
-        if len(self._pending_norms) >= self._flush_at:
-            self._flush()
-        return True
-
-    def _norms(self) -> torch.Tensor:
-        """``(P,)`` float32 L2 norms of the gradients now in ``.grad``, in stored-row order (NaN: no gradient)."""
-        grads = [p.grad for p in self._params]
-        f32 = torch.float32  # float32 norms whatever the gradients' dtype (bf16 models)
-        if any(g is None for g in grads):  # layers that took no part in this backward pass get NaN
-            row = self._params[0].new_full((len(grads),), math.nan, dtype=f32)
-            present = [i for i, g in enumerate(grads) if g is not None]
-            if present:
-                row[present] = torch.stack(torch._foreach_norm([grads[i] for i in present], 2, dtype=f32))
-            return row
-        if not self._groups or grads[0].device.type != "cpu":
-            return torch.stack(torch._foreach_norm(grads, 2, dtype=f32))
-        start = self._n_rest
-        parts = [torch.stack(torch._foreach_norm(grads[:start], 2, dtype=f32))] if start else []
-        for size, dims in self._groups:
-            parts.append(torch.linalg.vector_norm(torch.stack(grads[start : start + size]), dim=dims, dtype=f32))
-            start += size
-        return torch.cat(parts)
-
-    @staticmethod
-    def _activity_blocks(activity: list) -> list[tuple[tuple[int, ...], torch.Tensor]]:
-        """This step's per-unit statistics as ``(ReLU indices, statistics)`` blocks: ``((i,), (units,))`` for an
-        output reduced in its hook; ``((i, j, ...), (G, units))`` for kept ``(output, version)`` pairs of one
-        shape, reduced here with one stack and one sum. An output changed in place since its forward pass
-        is left out (its fraction is unknown)."""
+    def take(self) -> list[tuple[tuple[int, ...], torch.Tensor]]:
+        """This step's per-unit statistics as ``(ReLU indices, statistics)`` blocks, then :meth:`clear`:
+        ``((i,), (units,))`` for an output reduced in its hook, ``((i, j, ...), (G, units))`` for kept outputs
+        of one shape. An output changed in place since its forward pass is left out (its fraction is unknown)."""
         blocks, same = [], {}
-        for i, a in enumerate(activity):
-            if a is None:
-                continue
+        for i, a in enumerate(self.activity):
             if type(a) is tuple:
-                out, version = a
-                if out._version == version:
-                    same.setdefault((out.shape, out.device), []).append(i)
-            else:
+                if a[0]._version == a[1]:
+                    indices, outputs = same.setdefault(a[0].shape, ([], []))
+                    indices.append(i)
+                    outputs.append(a[0])
+            elif a is not None:
                 blocks.append(((i,), a))
-        for idx in same.values():
-            stacked = torch.stack([activity[i][0] for i in idx])  # (G, N, units, positions...)
-            blocks.append((tuple(idx), stacked.sum(dim=(1, *range(3, stacked.dim())))))
+        for indices, outputs in same.values():
+            stacked = torch.stack(outputs)  # (G, N, units, positions...)
+            blocks.append((tuple(indices), stacked.sum(dim=(1, *range(3, stacked.dim())))))
+        self.activity[:] = [None] * len(self.activity)
         return blocks
 
-    def _flush(self) -> None:
-        """Copy the pending steps to the host as one ``(S, 2L + R)`` float64 block: norms in layer order, then
-        the dead-ReLU fractions."""
-        if not self._pending_norms:
-            return
-        norms = torch.stack(self._pending_norms).float().cpu().numpy().astype(np.float64)
-        norms = np.concatenate([norms, np.full((len(norms), 1), np.nan)], axis=1)[:, self._columns]
-        dead = self._dead_fractions(self._pending_activity, len(norms))
-        self._host.append(np.concatenate([norms, dead], axis=1))
-        self._pending_norms.clear()
-        self._pending_activity.clear()
-        self._flush_at, self._sized = self.FLUSH_STEPS, False
-
-    def _dead_fractions(self, rows: list[list[tuple[tuple[int, ...], torch.Tensor]]], n_steps: int) -> np.ndarray:
+    def fractions(self, rows: list[list[tuple[tuple[int, ...], torch.Tensor]]]) -> np.ndarray:
         """``(S, R)`` fraction of units dead on the batch (statistic <= 0, see :func:`_unit_activity`), per step
-        and ReLU (NaN where a ReLU saw no training batch), from the steps' activity blocks. One stack, compare
-        and mean per kind of block for the whole set of steps, one host copy."""
-        out = np.full((n_steps, len(self._relus)), np.nan)
+        and ReLU (NaN where a ReLU saw no training batch), from :meth:`take`'s blocks of ``S`` steps. One stack,
+        compare and mean per kind of block for all the steps, one host copy."""
+        out = np.full((len(rows), len(self.modules)), np.nan)
         kinds: dict[tuple, tuple[list[int], list[torch.Tensor]]] = {}
         for step, blocks in enumerate(rows):
             for idx, stat in blocks:
@@ -460,16 +357,125 @@ class GradientRecorder:
             start += size
         return out
 
+
+class GradientRecorder:
+    """Records per-layer gradient L2 norms (weights and biases) and dead-ReLU fractions during training.
+
+    Args:
+        model: the network; layers are found by type at construction.
+        layer_types: modules whose ``weight``/``bias`` gradients are measured (default Linear and Conv).
+        relu_types: activation modules watched for dead units (default ReLU, ReLU6); ``()`` turns it off
+            (then no hooks are registered at all).
+        every: record only when ``step % every == 0`` (1 = every step).
+
+    Attributes:
+        layer_names: the measured layers, input side first (``model.named_modules()`` order).
+        relu_names: the watched activation modules.
+        history: everything recorded so far as NumPy arrays (see :attr:`history`).
+
+    It measures what :class:`ReferenceGradientRecorder` measures, at a cost per recorded step that does not
+    grow with the depth: a few device operations write the step's norms into a preallocated block (see
+    ``_BatchedNorms``), one stack and sum reduce the ReLU outputs of one shape (see ``_DeadUnits``), and
+    nothing is copied to the host until a block of ``FLUSH_STEPS`` steps is full or the history is read.
+    With ``every > 1`` the hooks measure only the forward passes of recorded steps: after ``record(s)`` the
+    recorder expects step ``s + 1`` next (as in a loop that calls it once per step, like ``fit``).
+    """
+
+    FLUSH_STEPS = 256  # recorded steps kept on the device before one copy to the host
+    FLUSH_UNITS = 1 << 22  # ... or fewer, so that the per-unit ReLU statistics kept stay below ~16 MB
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer_types: Sequence[type[nn.Module]] = WEIGHT_LAYERS,
+        relu_types: Sequence[type[nn.Module]] = RELU_LAYERS,
+        every: int = 1,
+    ):
+        layers = _measured_layers(model, layer_types)
+        self.every = check_int("every", every)
+        self.layer_names = [name for name, _ in layers]
+        biases = [_trainable_bias(m) for _, m in layers]
+        self._norms = _BatchedNorms([m.weight for _, m in layers] + [b for b in biases if b is not None])
+        # where each layer's weight and bias norm sit in a stored row (the extra last column is the NaN of
+        # layers without a bias)
+        bias_at = iter(range(len(layers), len(self._norms)))
+        self._columns = np.append(self._norms.order, len(self._norms))[
+            list(range(len(layers))) + [next(bias_at) if b is not None else -1 for b in biases]
+        ]
+        relus = [(name, m) for name, m in model.named_modules() if isinstance(m, tuple(relu_types))]
+        self.relu_names = [name for name, _ in relus]
+        self._dead = _DeadUnits(relus)
+        self.reset()
+
+    def attach(self) -> GradientRecorder:
+        """Start watching ReLU outputs (forward hooks). Gradient norms need no hook. Returns self."""
+        self._dead.attach()
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks; the recorded history stays."""
+        self._dead.detach()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._dead.handles)
+
+    def __enter__(self) -> GradientRecorder:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    @torch.no_grad()
+    def record(self, step: int) -> bool:
+        """Measure the gradients now in ``.grad`` (call after ``backward()``, before ``optimizer.step()``).
+
+        Returns True if this step was recorded (see ``every``). Nothing is copied to the host here.
+        """
+        self._dead.armed = (step + 1) % self.every == 0
+        if step % self.every:
+            self._dead.clear()  # a forward pass of a step that is not recorded
+            return False
+        device = self._norms.params[0].device
+        if self._block is None or self._block.device != device:
+            self._flush()
+            self._block = torch.empty(self.FLUSH_STEPS, len(self._norms), device=device)
+        self._norms.measure(self._block[len(self._pending)])
+        blocks = self._dead.take() if self.relu_names else []
+        self._pending.append(blocks)
+        if blocks and not self._sized:  # at most FLUSH_UNITS per-unit statistics wait on the device
+            units = sum(stat.numel() for _, stat in blocks)
+            self._flush_at = max(len(self._pending), min(self.FLUSH_STEPS, self.FLUSH_UNITS // units))
+            self._sized = True
+        self._steps.append(int(step))
+        self._cache = None
+        if len(self._pending) >= min(self._flush_at, len(self._block)):
+            self._flush()
+        return True
+
+    def _flush(self) -> None:
+        """Copy the pending steps to the host as one ``(S, 2L + R)`` float64 block: the weight and bias norms in
+        layer order, then the dead-ReLU fractions."""
+        if not self._pending:
+            return
+        norms = self._block[: len(self._pending)].cpu().numpy().astype(np.float64)
+        norms = np.concatenate([norms, np.full((len(norms), 1), np.nan)], axis=1)[:, self._columns]
+        self._host.append(np.concatenate([norms, self._dead.fractions(self._pending)], axis=1))
+        self._pending, self._flush_at, self._sized = [], self.FLUSH_STEPS, False
+
     def reset(self) -> None:
         """Forget everything recorded (hooks stay as they are)."""
-        self._steps.clear(), self._pending_norms.clear(), self._pending_activity.clear(), self._host.clear()
-        self._activity[:] = [None] * len(self._activity)
-        self._armed, self._flush_at, self._sized, self._cache = True, self.FLUSH_STEPS, False, None
+        self._steps: list[int] = []
+        self._pending: list[list[tuple]] = []  # per step waiting in _block: its dead-unit blocks
+        self._block: torch.Tensor | None = None  # (FLUSH_STEPS, P) float32 norms on the device
+        self._host: list[np.ndarray] = []  # (S_block, 2L + R) float64 blocks already on the host
+        self._flush_at, self._sized, self._cache = self.FLUSH_STEPS, False, None
+        self._dead.clear()
+        self._dead.armed = True
 
     def __len__(self) -> int:
         return len(self._steps)
 
-    # -- reading ---------------------------------------------------------------------------------
     @property
     def history(self) -> dict[str, Any]:
         """Everything recorded, as NumPy arrays (one host copy per call at most):
@@ -483,8 +489,8 @@ class GradientRecorder:
         """
         if self._cache is None:
             self._flush()
-            n_l, n_r = len(self.layer_names), len(self.relu_names)
-            block = np.concatenate(self._host) if self._host else np.zeros((0, 2 * n_l + n_r))
+            n_l = len(self.layer_names)
+            block = np.concatenate(self._host) if self._host else np.zeros((0, 2 * n_l + len(self.relu_names)))
             self._host = [block] if len(block) else []
             self._cache = {
                 "steps": np.asarray(self._steps, dtype=np.int64),
@@ -502,18 +508,20 @@ class GradientRecorder:
         Layers without a bias (and ReLUs without data) are left out. Empty dicts before the first record.
         """
         if not self._steps:
-            return {"weight": {}, "bias": {}, "dead_relu": {}}
+            return _latest(self.history)
         self._flush()  # the last row only: no concatenation of the whole history (fit calls this every epoch)
-        row = self._host[-1][-1]
+        last = self._host[-1][-1:]
         n_l = len(self.layer_names)
-        out: dict[str, dict[str, float]] = {}
-        for key, names, values in (
-            ("weight", self.layer_names, row[:n_l]),
-            ("bias", self.layer_names, row[n_l : 2 * n_l]),
-            ("dead_relu", self.relu_names, row[2 * n_l :]),
-        ):
-            out[key] = {name: float(v) for name, v in zip(names, values) if np.isfinite(v)}
-        return out
+        return _latest(
+            {
+                "steps": self._steps[-1:],
+                "layers": self.layer_names,
+                "relu_layers": self.relu_names,
+                "weight": last[:, :n_l],
+                "bias": last[:, n_l : 2 * n_l],
+                "dead_relu": last[:, 2 * n_l :],
+            }
+        )
 
     def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:
         """``{layer: value}`` of one recorded step (default the last); ``kind`` = weight, bias or dead_relu."""
@@ -533,8 +541,7 @@ def layer_grad_norms(
     side first (``kind="bias"`` for the biases). The model is left as it was: ``.grad`` fields cleared,
     train/eval mode and buffers (BatchNorm running statistics) restored; no weights change.
     """
-    if kind not in ("weight", "bias"):
-        raise ValueError(f"Unknown kind {kind!r}: choose weight or bias.")
+    check_choice("kind", kind, KINDS[:2])
     loss_fn = loss_fn or nn.functional.cross_entropy
     device = next(model.parameters()).device
     x, y = batch[0].to(device), batch[1].to(device)
@@ -660,8 +667,7 @@ def plot_norm_heatmap(
     """
     import matplotlib.pyplot as plt
 
-    if kind not in ("weight", "bias", "dead_relu"):
-        raise ValueError(f"Unknown kind {kind!r}: choose weight, bias or dead_relu.")
+    check_choice("kind", kind, KINDS)
     h = recorder.history if isinstance(recorder, (GradientRecorder, ReferenceGradientRecorder)) else recorder
     steps = np.asarray(h["steps"])
     if not len(steps):
@@ -722,6 +728,7 @@ def plot_norm_heatmaps(records: Mapping[str, Any], kind: str = "weight", title: 
     """
     import matplotlib.pyplot as plt
 
+    check_choice("kind", kind, KINDS)
     if not records:
         raise ValueError("plot_norm_heatmaps needs at least one {label: recorder}.")
     histories = {k: (r.history if hasattr(r, "history") else r) for k, r in records.items()}

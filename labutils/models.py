@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from labutils.util import check_choice, check_int, check_probability
+
 # Activation name -> (module factory, nonlinearity name for nn.init's He gain).
 ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "relu": (lambda: nn.ReLU(), "relu"),
@@ -45,22 +47,12 @@ INITS = ("kaiming", "pytorch")
 # --------------------------------------------------------------------------------------------
 # checks and small helpers
 # --------------------------------------------------------------------------------------------
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
-def _check_choice(name: str, value, choices: Sequence) -> None:
-    if value not in choices:
-        shown = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"Unknown {name} {value!r}: choose one of {shown}.")
+_check_positive_int = check_int  # (name, value, minimum=1): the shared checks, one sentence per mistake
+_check_choice = check_choice
 
 
 def _check_dropout(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout must be a probability in [0, 1), got {p!r}.")
-    return float(p)
+    return check_probability("dropout", p)
 
 
 def make_activation(name: str) -> nn.Module:

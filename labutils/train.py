@@ -764,7 +764,8 @@ class _RunningMetrics:
 
     def __init__(self):
         self.losses: list[torch.Tensor] = []
-        self.corrects: list[torch.Tensor] = []
+        self.predictions: list[torch.Tensor] = []  # (N,) argmax per batch: one operation a step
+        self.targets: list[torch.Tensor] = []
         self.sizes: list[int] = []
         self.loss_sum, self.correct, self.seen, self.steps_read = 0.0, 0.0, 0, 0
         self.counts_acc: bool | None = None  # (N, K) scores and (N,) integer labels: accuracy makes sense
@@ -774,7 +775,9 @@ class _RunningMetrics:
         if self.counts_acc is None:
             self.counts_acc = _counts_correct(out, y)
         self.losses.append(loss.detach())
-        self.corrects.append((out.detach().argmax(dim=1) == y).sum() if self.counts_acc else loss.new_zeros(()))
+        if self.counts_acc:
+            self.predictions.append(out.detach().argmax(dim=1))
+            self.targets.append(y)
         self.sizes.append(y.shape[0])
 
     def read_back(self) -> tuple[torch.Tensor, int]:
@@ -782,13 +785,17 @@ class _RunningMetrics:
         n, first_step = len(self.losses), self.steps_read + 1
         if not n:
             return torch.zeros(0), first_step
-        values = torch.cat([torch.stack(self.losses).float(), torch.stack(self.corrects).float()]).cpu()
-        losses, correct = values[:n], values[n:]
+        values = torch.stack(self.losses).float()
+        if self.counts_acc:  # the correct predictions of all these batches, counted at once
+            correct = (torch.cat(self.predictions) == torch.cat(self.targets)).sum()
+            values = torch.cat([values, correct.float().reshape(1)])
+        values = values.cpu()
+        losses = values[:n]
         self.loss_sum += float((losses * torch.tensor(self.sizes, dtype=torch.float32)).sum())
-        self.correct += float(correct.sum())
+        self.correct += float(values[n:].sum())
         self.seen += sum(self.sizes)
         self.steps_read += n
-        self.losses.clear(), self.corrects.clear(), self.sizes.clear()
+        self.losses.clear(), self.predictions.clear(), self.targets.clear(), self.sizes.clear()
         return losses, first_step
 
     @property
@@ -844,12 +851,11 @@ def train_one_epoch(
     mover = _Mover(device, channels_last=device.type == "cuda" and _has_conv(model))
     steps = _steps_per_epoch(loader, max_steps)
     batches = loader if steps is None else itertools.islice(loader, steps)
-    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
-    shown_bar = bar if progress else None
+    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True) if progress else None
     metrics = _RunningMetrics()
     model.train()
     try:
-        for step, (x, y) in enumerate(bar, start=1):
+        for step, (x, y) in enumerate(batches if bar is None else bar, start=1):
             x, y = mover(x), mover(y)
             with _autocast(device, amp):
                 out = model(x)
@@ -864,10 +870,11 @@ def train_one_epoch(
             global_step += 1
             metrics.add(loss, out, y)
             if step % SYNC_EVERY == 0:
-                _read_back(metrics, guard, shown_bar, tracker, epoch=epoch, global_step=global_step)
-        _read_back(metrics, guard, shown_bar, tracker, epoch=epoch, global_step=global_step)
+                _read_back(metrics, guard, bar, tracker, epoch=epoch, global_step=global_step)
+        _read_back(metrics, guard, bar, tracker, epoch=epoch, global_step=global_step)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     if metrics.seen == 0:
         raise ValueError(f"The training loader yielded no batches in epoch {epoch}.")
     return metrics.mean_loss, metrics.accuracy, global_step
@@ -935,7 +942,8 @@ def fit(
     check_int("max_steps_per_epoch", max_steps_per_epoch, allow_none=True)
     device = torch.device(device) if device is not None else get_device()
     amp = device.type == "cuda" if amp is None else bool(amp)
-    model.to(device)
+    if any(t.device != device for t in itertools.chain(model.parameters(), model.buffers())):
+        model.to(device)  # (a no-op .to still walks every module: milliseconds for a deep model)
     if device.type == "cuda" and _has_conv(model):
         model.to(memory_format=torch.channels_last)
     loss_fn = loss_fn or nn.CrossEntropyLoss()

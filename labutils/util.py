@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -102,6 +103,29 @@ def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = Fal
     return int(value)
 
 
+def check_positive(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite real number > 0 (a learning rate, a decay factor), else one ValueError."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} is not possible: use a finite number > 0.")
+    return float(value)
+
+
+def check_probability(name: str, value: Any, *, include_one: bool = False) -> float:
+    """``value`` as a float if it lies in [0, 1) (``include_one``: [0, 1]), else one ValueError.
+
+    A dropout rate of 1 would drop every unit, so ``include_one`` is off unless 1 means something.
+    """
+    import numbers
+
+    high = "1]" if include_one else "1)"
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value
+    if not ok or not (value <= 1 if include_one else value < 1):
+        raise ValueError(f"{name}={value!r} is not possible: use a probability in [0, {high}.")
+    return float(value)
+
+
 def check_choice(name: str, value: Any, choices: tuple | list) -> Any:
     """``value`` if it is one of ``choices``, else one ValueError listing them."""
     if value not in choices:
@@ -148,5 +172,7 @@ __all__ = [
     "clean_stale_temporaries",
     "check_int",
     "check_choice",
+    "check_positive",
+    "check_probability",
     "state_mismatch",
 ]

@@ -52,7 +52,7 @@ def test_recorded_norms_equal_hand_computation(residual, depth):
     torch.manual_seed(0)
     model = MLP(20, 3, width=8, depth=depth, residual=residual)
     recorder = GradientRecorder(model)
-    assert [size for size, _ in recorder._groups] == ([8, 9] if depth == 9 else [])
+    assert [stop - start for start, stop, _ in recorder._norms.groups] == ([8, 9] if depth == 9 else [])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     expected_w, expected_b = [], []
     with recorder:
@@ -120,7 +120,7 @@ def test_dead_relu_fraction_equals_hand_computation(stack_numel):
         if isinstance(m, nn.ReLU):
             m.register_forward_hook(lambda mod, i, o, name=name: outputs.__setitem__(name, o.detach().clone()))
     recorder = GradientRecorder(model)
-    recorder.STACK_NUMEL = stack_numel
+    recorder._dead.stack_numel = stack_numel
     x, y = _batch()
     with recorder:
         _step(model, x, y)
@@ -139,7 +139,7 @@ def test_dead_channels_in_convnets(stack_numel):
     with torch.no_grad():
         model.body[0][1].bias[:1] = -1e3  # first BatchNorm's shift kills channel 0 of layer 1
     recorder = GradientRecorder(model)
-    recorder.STACK_NUMEL = stack_numel
+    recorder._dead.stack_numel = stack_numel
     recorder.attach()
     x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 10, (8,))
     _step(model, x, y)
@@ -220,7 +220,7 @@ def test_every_records_only_armed_steps_exactly():
         for step in range(11):
             x, y = _batch(seed=step)
             _step(model, x, y)
-            kept = [a is not None for a in recorder._activity]  # what the hooks kept of this forward pass
+            kept = [a is not None for a in recorder._dead.activity]  # what the hooks kept of this forward pass
             assert kept == [step % 3 == 0] * len(recorder.relu_names), step
             if step % 3 == 0:
                 _, w, b = _hand_norms(model)

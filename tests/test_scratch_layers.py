@@ -139,7 +139,7 @@ def test_dropout_train_and_eval():
     drop.eval()
     np.testing.assert_array_equal(drop.forward(x), x)
     np.testing.assert_array_equal(drop.backward(x), x)
-    with pytest.raises(ValueError, match=r"p must lie in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"p=1.5 is not possible: use a probability in \[0, 1\]"):
         L.Dropout(1.5)
 
 

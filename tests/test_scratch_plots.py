@@ -23,7 +23,8 @@ def test_confusion_matrix_matches_sklearn_and_plot_returns_it():
     expected = sk_confusion_matrix(y_true, y_pred, labels=range(10))
     np.testing.assert_array_equal(plots.confusion_matrix(y_true, y_pred, 10), expected)
     _, ax = plt.subplots()
-    drawn = plots.plot_confusion_matrix(y_true, y_pred, class_names=[str(i) for i in range(10)], ax=ax)
+    fig, drawn = plots.plot_confusion_matrix(y_true, y_pred, class_names=[str(i) for i in range(10)], ax=ax)
+    assert fig is ax.figure
     np.testing.assert_array_equal(drawn, expected)
     assert drawn.sum() == 300
     assert "accuracy" in ax.get_title()
@@ -51,7 +52,8 @@ def test_tile_mosaic_layout():
 def test_filters_and_feature_maps_return_what_they_draw():
     model = simple_cnn(rng=0)
     _, ax = plt.subplots()
-    drawn = plots.plot_filters(model[3].params["weight"], max_out=5, max_in=3, ax=ax)
+    fig, drawn = plots.plot_filters(model[3].params["weight"], max_out=5, max_in=3, ax=ax)
+    assert fig is ax.figure
     np.testing.assert_array_equal(drawn, model[3].params["weight"][:5, :3])
     image = ax.get_images()[0].get_array()
     assert image.shape == (5 * 4 - 1, 3 * 4 - 1)  # 3x3 kernels with 1-pixel gaps
@@ -62,12 +64,15 @@ def test_filters_and_feature_maps_return_what_they_draw():
     assert list(maps)[:3] == ["0: Conv2d", "1: ReLU", "2: MaxPool2d"]
     assert maps["4: ReLU"].shape == (1, 16, 14, 14) and maps[list(maps)[-1]].shape == (1, 10)
     assert model.training  # mode restored
-    drawn = plots.plot_feature_maps(maps["1: ReLU"], ncols=3, max_maps=4, image=x[0])
+    fig, drawn = plots.plot_feature_maps(maps["1: ReLU"], ncols=3, max_maps=4, image=x[0])
     np.testing.assert_array_equal(drawn, maps["1: ReLU"][0, :4])
+    assert fig.axes[0].get_images()[0].get_array().shape == (2 * 28 + 2, 3 * 28 + 4)  # input + 4 maps, 3 columns
     with pytest.raises(ValueError, match=r"image has shape \(28, 28\), but the maps are \(14, 14\)"):
         plots.plot_feature_maps(maps["4: ReLU"], image=x[0])
 
 
 def test_plot_timings_returns_values():
     rows = [{"implementation": "a", "ms": 100.0}, {"implementation": "b", "ms": 0.5}]
-    assert plots.plot_timings(rows) == {"a": 100.0, "b": 0.5}
+    fig, drawn = plots.plot_timings(rows)
+    assert drawn == {"a": 100.0, "b": 0.5}
+    assert [p.get_width() for p in fig.axes[0].patches] == [100.0, 0.5]

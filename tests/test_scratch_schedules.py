@@ -115,7 +115,8 @@ def test_plot_returns_the_drawn_values():
 
     fig, ax = plt.subplots()
     scheds = {"step": S.StepDecay(0.1, 3), "cosine": S.CosineAnnealing(0.1, 9)}
-    curves = S.plot_schedules(scheds, 10, ax=ax)
+    fig, curves = S.plot_schedules(scheds, 10, ax=ax)
+    assert fig is ax.figure
     assert set(curves) == {"step", "cosine"}
     for line, (name, values) in zip(ax.get_lines(), curves.items()):
         np.testing.assert_array_equal(line.get_ydata(), values)

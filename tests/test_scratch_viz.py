@@ -22,7 +22,8 @@ def _close_figures():
 
 
 def test_activation_derivatives_come_from_the_layers():
-    drawn = viz.plot_activations()
+    fig, drawn = viz.plot_activations()
+    assert len(fig.axes) == 3
     x = drawn["sigmoid"]["x"]
     s = 1 / (1 + np.exp(-x))
     np.testing.assert_allclose(drawn["sigmoid"]["f"], s, rtol=1e-12)
@@ -46,7 +47,8 @@ def test_decision_boundary_of_a_trained_xor_net():
     x, y = toy.xor_dataset(400, seed=0)
     model = mlp([2, 8, 2], activation="tanh", seed=0)
     train(model, Adam(model.parameters(), lr=0.05), x, y, x, y, epochs=40, batch_size=32, progress=False)
-    drawn = viz.plot_decision_boundary(model, x, y, resolution=50)
+    fig, drawn = viz.plot_decision_boundary(model, x, y, resolution=50)
+    assert f"{drawn['accuracy']:.1%}" in fig.axes[0].get_title()
     assert drawn["classes"].shape == (50, 50) and drawn["accuracy"] >= 0.97
     # grid corners (far out in each quadrant) get the XOR class of their quadrant
     assert drawn["classes"][0, 0] == 0 and drawn["classes"][-1, -1] == 0
@@ -61,7 +63,8 @@ def test_sine_data_and_fit_errors():
     np.testing.assert_allclose(y, np.sin(x), atol=1e-6)
     xg, yg = toy.sine_grid(11)
     assert xg[0, 0] == pytest.approx(-2 * np.pi) and xg[-1, 0] == pytest.approx(2 * np.pi)
-    errors = viz.plot_fits(xg, yg, {"zero": np.zeros_like(yg), "exact": yg})
+    fig, errors = viz.plot_fits(xg, yg, {"zero": np.zeros_like(yg), "exact": yg})
+    assert len(fig.axes[0].get_lines()) == 3  # target + two fits
     assert errors["exact"] == 0.0 and errors["zero"] == pytest.approx(float(np.mean(yg.astype(np.float64) ** 2)))
 
 
@@ -85,7 +88,8 @@ def test_histories_plot_returns_its_series():
 
 def test_grad_norm_plot_averages_per_epoch():
     norms = {"0.weight": [1.0, 3.0, 2.0, 2.0, 5.0], "0.bias": [1.0] * 5, "2.weight": [4.0, 4.0, 1.0, 1.0, 1.0]}
-    drawn = viz.plot_grad_norms({"run": _fake_history([1.0, 0.5, 0.4], 2, norms)})
+    fig, drawn = viz.plot_grad_norms({"run": _fake_history([1.0, 0.5, 0.4], 2, norms)})
+    np.testing.assert_allclose(fig.axes[0].get_lines()[1].get_ydata(), drawn["run"]["2.weight"])
     assert list(drawn["run"]) == ["0.weight", "2.weight"]  # weights only by default
     np.testing.assert_allclose(drawn["run"]["0.weight"], [2.0, 2.0, 5.0])
     np.testing.assert_allclose(viz.epoch_means(norms["2.weight"], 2), [4.0, 1.0, 1.0])
@@ -95,7 +99,8 @@ def test_grad_norm_plot_averages_per_epoch():
 
 def test_first_layer_weights_images():
     w = np.arange(3 * 784, dtype=np.float32).reshape(3, 784)
-    images = viz.plot_first_layer_weights(w, n=16)
+    fig, images = viz.plot_first_layer_weights(w, n=16)
+    np.testing.assert_array_equal(fig.axes[1].get_images()[0].get_array(), images[1])
     assert images.shape == (3, 28, 28) and images[1, 0, 0] == 784
     with pytest.raises(ValueError, match="does not hold rows"):
         viz.plot_first_layer_weights(np.zeros((3, 10)))

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from labutils.util import state_mismatch
+from labutils.util import check_int, check_probability, state_mismatch
 
 from . import functional as F
 
@@ -62,12 +62,6 @@ def _check_float_dtype(dtype) -> np.dtype:
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"Layer dtype must be a floating-point type such as np.float32, got {dtype}.")
     return dtype
-
-
-def _positive_int(name: str, value) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return int(value)
 
 
 class Layer:
@@ -149,8 +143,8 @@ class Linear(_Parametrised):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32, rng=None):
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        self.in_features = check_int("in_features", in_features)
+        self.out_features = check_int("out_features", out_features)
         self._init_params((self.out_features, self.in_features), self.in_features, bias, dtype, rng)
         self._x = None
 
@@ -202,9 +196,9 @@ class Conv2d(_Parametrised):
         rng=None,
     ):
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.groups = _positive_int("groups", groups)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.groups = check_int("groups", groups)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}.")
         self.kernel_size = F._pair(kernel_size, "kernel_size", 1)
@@ -341,9 +335,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, rng=None):
         super().__init__()
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"Dropout probability p must lie in [0, 1], got {p!r}.")
-        self.p = float(p)
+        self.p = check_probability("p", p, include_one=True)  # p = 1 drops everything: allowed, if useless
         self.rng = _make_rng(rng)
         self._mask = None
 

@@ -14,6 +14,7 @@ one mosaic image, each tile scaled on its own, which is much faster than one axe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,13 +60,14 @@ def tile_mosaic(tiles: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
 
 def plot_filters(
     weight: np.ndarray, max_out: int = 32, max_in: int = 8, ncols: int = 8, ax=None, title: str | None = None
-) -> np.ndarray:
+) -> tuple[Any, np.ndarray]:
     """Draw convolution kernels, weight (C_out, C_in, kh, kw), each scaled by its own largest |value|
     (red positive, blue negative, white zero).
 
     One input channel (a first layer): the C_out kernels wrap into rows of ``ncols``. Several input
     channels: one row per output channel, one column per input channel. At most ``max_out`` x ``max_in``
-    kernels are drawn. Returns the drawn kernels, shape (min(C_out, max_out), min(C_in, max_in), kh, kw).
+    kernels are drawn. Returns ``(fig, kernels)``: the drawn kernels, shape
+    (min(C_out, max_out), min(C_in, max_in), kh, kw).
     """
     import matplotlib.pyplot as plt
 
@@ -93,7 +95,7 @@ def plot_filters(
     ax.set_frame_on(False)
     if title:
         ax.set_title(title, fontsize=9)
-    return kernels
+    return ax.figure, kernels
 
 
 def plot_feature_maps(
@@ -103,9 +105,10 @@ def plot_feature_maps(
     ax=None,
     title: str | None = None,
     image: np.ndarray | None = None,
-) -> np.ndarray:
+) -> tuple[Any, np.ndarray]:
     """Draw the channels of one image's feature maps, maps (C, H, W) (or (1, C, H, W)), each scaled to
-    its own [min, max]; ``image`` (same H, W; or (1, H, W)), if given, is drawn first. Returns the drawn maps."""
+    its own [min, max]; ``image`` (same H, W; or (1, H, W)), if given, is drawn first.
+    Returns ``(fig, maps)``, the maps drawn (C', H, W) before scaling."""
     import matplotlib.pyplot as plt
 
     maps = np.asarray(maps)
@@ -131,14 +134,14 @@ def plot_feature_maps(
     ax.axis("off")
     if title:
         ax.set_title(title + (" (first panel: the input)" if image is not None else ""), fontsize=9)
-    return maps
+    return ax.figure, maps
 
 
 def plot_confusion_matrix(
     y_true, y_pred, class_names: Sequence[str] | None = None, ax=None, title: str | None = None
-) -> np.ndarray:
+) -> tuple[Any, np.ndarray]:
     """Draw the confusion matrix (rows: true class, columns: predicted) with counts in the cells,
-    coloured by the row-normalised rate. Returns the count matrix."""
+    coloured by the row-normalised rate. Returns ``(fig, counts)``, the (K, K) count matrix."""
     import matplotlib.pyplot as plt
 
     num_classes = None if class_names is None else len(class_names)
@@ -167,11 +170,13 @@ def plot_confusion_matrix(
     ax.set_ylabel("true class")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(title or f"confusion matrix (accuracy {accuracy:.2%})", fontsize=9)
-    return counts
+    return ax.figure, counts
 
 
-def plot_timings(rows: Sequence[dict], label: str = "implementation", value: str = "ms", ax=None) -> dict[str, float]:
-    """Horizontal bars of ``row[value]`` per ``row[label]`` on a log axis. Returns {label: value}."""
+def plot_timings(
+    rows: Sequence[dict], label: str = "implementation", value: str = "ms", ax=None
+) -> tuple[Any, dict[str, float]]:
+    """Horizontal bars of ``row[value]`` per ``row[label]`` on a log axis. Returns ``(fig, {label: value})``."""
     import matplotlib.pyplot as plt
 
     drawn = {str(r[label]): float(r[value]) for r in rows}
@@ -185,4 +190,4 @@ def plot_timings(rows: Sequence[dict], label: str = "implementation", value: str
     ax.set_xlabel(value)
     for i, v in enumerate(drawn.values()):
         ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
-    return drawn
+    return ax.figure, drawn

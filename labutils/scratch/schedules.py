@@ -14,8 +14,11 @@ The curves are those of ``torch.optim.lr_scheduler`` (closed forms of ``StepLR``
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+
+from labutils.util import check_choice, check_int, check_positive
 
 __all__ = [
     "Schedule",
@@ -32,19 +35,6 @@ __all__ = [
 UNITS = ("epoch", "step")
 
 
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return value
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
 class Schedule:
     """Base class: ``schedule(t)`` is the learning rate at epoch/step ``t``; ``values(n)`` the first ``n``."""
 
@@ -52,13 +42,10 @@ class Schedule:
 
     def __init__(self, unit: str | None = None):
         if unit is not None:
-            if unit not in UNITS:
-                raise ValueError(f"Schedule unit {unit!r} is not supported: choose 'epoch' or 'step'.")
-            self.unit = unit
+            self.unit = check_choice("schedule unit", unit, UNITS)
 
     def __call__(self, t: int) -> float:
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-            raise ValueError(f"A schedule is evaluated at an integer {self.unit} >= 0, got {t!r}.")
+        check_int(self.unit, t, 0)  # a schedule is evaluated at an integer epoch or step >= 0
         return float(self.lr_at(int(t)))
 
     def lr_at(self, t: int) -> float:  # pragma: no cover - abstract
@@ -66,7 +53,7 @@ class Schedule:
 
     def values(self, n: int) -> np.ndarray:
         """The learning rates at ``t = 0 .. n-1`` as a float64 array."""
-        return np.array([self(t) for t in range(_positive_int("n", n))])
+        return np.array([self(t) for t in range(check_int("n", n))])
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -78,7 +65,7 @@ class Constant(Schedule):
 
     def __init__(self, lr: float, unit: str | None = None):
         super().__init__(unit)
-        self.lr = _positive("lr", lr)
+        self.lr = check_positive("lr", lr)
 
     def lr_at(self, t: int) -> float:
         return self.lr
@@ -89,9 +76,9 @@ class StepDecay(Schedule):
 
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1, unit: str | None = None):
         super().__init__(unit)
-        self.lr = _positive("lr", lr)
-        self.step_size = _positive_int("step_size", step_size)
-        self.gamma = _positive("gamma", gamma)
+        self.lr = check_positive("lr", lr)
+        self.step_size = check_int("step_size", step_size)
+        self.gamma = check_positive("gamma", gamma)
 
     def lr_at(self, t: int) -> float:
         return self.lr * self.gamma ** (t // self.step_size)
@@ -102,8 +89,8 @@ class ExponentialDecay(Schedule):
 
     def __init__(self, lr: float, gamma: float, unit: str | None = None):
         super().__init__(unit)
-        self.lr = _positive("lr", lr)
-        self.gamma = _positive("gamma", gamma)
+        self.lr = check_positive("lr", lr)
+        self.gamma = check_positive("gamma", gamma)
 
     def lr_at(self, t: int) -> float:
         return self.lr * self.gamma**t
@@ -118,8 +105,8 @@ class CosineAnnealing(Schedule):
 
     def __init__(self, lr: float, t_max: int, eta_min: float = 0.0, unit: str | None = None):
         super().__init__(unit)
-        self.lr = _positive("lr", lr)
-        self.t_max = _positive_int("t_max", t_max)
+        self.lr = check_positive("lr", lr)
+        self.t_max = check_int("t_max", t_max)
         self.eta_min = float(eta_min)
         if not 0.0 <= self.eta_min <= self.lr:
             raise ValueError(f"eta_min must lie in [0, lr={self.lr}], got {eta_min!r}.")
@@ -151,16 +138,14 @@ class OneCycle(Schedule):
         unit: str | None = None,
     ):
         super().__init__(unit)
-        self.max_lr = _positive("max_lr", max_lr)
-        self.total_steps = _positive_int("total_steps", total_steps)
+        self.max_lr = check_positive("max_lr", max_lr)
+        self.total_steps = check_int("total_steps", total_steps)
         self.pct_start = float(pct_start)
         if not 0.0 <= self.pct_start <= 1.0:
             raise ValueError(f"pct_start must lie in [0, 1], got {pct_start!r}.")
-        if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(f"anneal_strategy {anneal_strategy!r} is not supported: choose 'cos' or 'linear'.")
-        self.anneal_strategy = anneal_strategy
-        self.div_factor = _positive("div_factor", div_factor)
-        self.final_div_factor = _positive("final_div_factor", final_div_factor)
+        self.anneal_strategy = check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+        self.div_factor = check_positive("div_factor", div_factor)
+        self.final_div_factor = check_positive("final_div_factor", final_div_factor)
         self.three_phase = bool(three_phase)
         self.initial_lr = self.max_lr / self.div_factor
         self.min_lr = self.initial_lr / self.final_div_factor
@@ -205,13 +190,13 @@ SCHEDULES = {
 
 def make_schedule(name: str, **kwargs) -> Schedule:
     """Build a schedule by name: ``make_schedule("cosine", lr=0.1, t_max=12)``."""
-    if name not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}.")
-    return SCHEDULES[name](**kwargs)
+    return SCHEDULES[check_choice("schedule", name, list(SCHEDULES))](**kwargs)
 
 
-def plot_schedules(schedules: dict[str, Schedule], n: int, ax=None, log: bool = False) -> dict[str, np.ndarray]:
-    """Draw each schedule's learning rate over ``t = 0 .. n-1`` on one axis; returns ``{name: values}``."""
+def plot_schedules(
+    schedules: dict[str, Schedule], n: int, ax=None, log: bool = False
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Draw each schedule's learning rate over ``t = 0 .. n-1`` on one axis; returns ``(fig, {name: values})``."""
     import matplotlib.pyplot as plt
 
     if not schedules:
@@ -228,4 +213,4 @@ def plot_schedules(schedules: dict[str, Schedule], n: int, ax=None, log: bool = 
         ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
-    return curves
+    return ax.figure, curves

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from labutils.util import atomic_write, state_mismatch
+from labutils.util import atomic_write, check_choice, check_int, state_mismatch
 
 __all__ = ["train", "evaluate", "predict", "save_npz", "load_npz", "parameter_names"]
 
@@ -50,12 +50,6 @@ def _check_pair(name: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     if len(x) != len(y):
         raise ValueError(f"{name}: {len(x)} inputs but {len(y)} targets; they must pair up one to one.")
     return x, y
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
 
 
 def _accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
@@ -100,7 +94,7 @@ def predict(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 1 or len(x) == 0:
         raise ValueError(f"predict: the inputs are empty (shape {x.shape}).")
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     was_training = getattr(model, "training", None)
     model.eval()
     try:
@@ -172,14 +166,13 @@ def train(
     """
     x_train, y_train = _check_pair("training set", x_train, y_train)
     x_val, y_val = _check_pair("validation set", x_val, y_val)
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    epochs = check_int("epochs", epochs)
+    batch_size = check_int("batch_size", batch_size)
     loss_fn = loss_fn or _default_loss()
     classification = _is_classification(y_train)
     if monitor is None:
         monitor = "val_acc" if classification else "val_loss"
-    if monitor not in MONITORS:
-        raise ValueError(f"monitor {monitor!r} is not supported: choose 'val_acc' or 'val_loss'.")
+    check_choice("monitor", monitor, MONITORS)
     if monitor == "val_acc" and not _is_classification(y_val):
         raise ValueError("monitor='val_acc' needs integer class labels; use monitor='val_loss' for regression.")
     if schedule is not None and not callable(schedule):

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from labutils.util import state_mismatch
+from labutils.util import check_int, state_mismatch
 
 from .layers import Layer
 from .losses import softmax
@@ -46,8 +46,7 @@ class TwoLayerNet(Layer):
     def __init__(self, input_size: int, hidden_size: int, num_classes: int, seed: int = 0, dtype=np.float32):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            check_int(name, value)
         rng = np.random.default_rng(seed)
         b1, b2 = 1 / math.sqrt(input_size), 1 / math.sqrt(hidden_size)
         self.params = {

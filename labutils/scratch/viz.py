@@ -1,10 +1,9 @@
-"""Plots for the from-scratch labs. Every function draws on matplotlib axes and returns the numbers it drew.
+"""Plots for the from-scratch labs. Every function returns ``(fig, data)``: the figure and the numbers it drew.
 
 - :func:`plot_activations`: sigmoid / tanh / ReLU and their derivatives (from the layers' own backward).
 - :func:`plot_decision_boundary`: a 2-D classifier's predicted class over a grid, with the data on top.
 - :func:`plot_fits`: a 1-D function and several models' predictions, with each model's MSE.
-- :func:`plot_histories`: training curves of several runs side by side (``labutils.plots``; returns
-  ``(fig, data)``).
+- :func:`plot_histories`: training curves of several runs side by side (``labutils.plots``).
 - :func:`plot_grad_norms`: per-layer gradient norms over training, one panel per run.
 - :func:`plot_first_layer_weights`: the first linear layer's rows as images (what an MNIST MLP looks for).
 """
@@ -12,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +44,11 @@ def _axes(n: int, axes=None, size=(4.2, 3.3)):
 
 def plot_activations(
     names: Sequence[str] = ("sigmoid", "tanh", "relu"), x: np.ndarray | None = None, axes=None
-) -> dict[str, dict[str, np.ndarray]]:
+) -> tuple[Any, dict[str, dict[str, np.ndarray]]]:
     """Each activation f and its derivative f' on ``x`` (default [-5, 5]), one panel each.
 
     The derivative comes from the layer's ``backward(ones)``, so the plot checks the code it shows.
-    Returns ``{name: {"x": x, "f": f(x), "df": f'(x)}}``.
+    Returns ``(fig, {name: {"x": x, "f": f(x), "df": f'(x)}})``.
     """
     from .mlp import ACTIVATIONS
 
@@ -69,17 +69,18 @@ def plot_activations(
         ax.set_xlabel("x")
         ax.legend(fontsize=8)
         drawn[name] = {"x": x, "f": f, "df": df}
-    return drawn
+    return axes[0].figure, drawn
 
 
 def plot_decision_boundary(
     model, x: np.ndarray, y: np.ndarray, ax=None, resolution: int = 200, margin: float = 0.5
-) -> dict[str, np.ndarray | float]:
+) -> tuple[Any, dict[str, np.ndarray | float]]:
     """Shade the plane by the class ``model`` predicts and scatter the points ``x`` (N, 2) coloured by ``y``.
 
     ``model`` is a scratch model (its ``forward`` is used in eval mode) or any callable mapping
-    ``(M, 2)`` inputs to ``(M, classes)`` scores. Returns ``{"xx", "yy", "classes"}`` (the grid and the
-    predicted class per grid point, ``(resolution, resolution)``) and ``"accuracy"`` on ``(x, y)``.
+    ``(M, 2)`` inputs to ``(M, classes)`` scores. Returns ``(fig, data)`` with ``data["xx"], ["yy"], ["classes"]``
+    (the grid and the predicted class per grid point, ``(resolution, resolution)``) and ``data["accuracy"]``
+    on ``(x, y)``.
     """
     import matplotlib.pyplot as plt
 
@@ -101,11 +102,11 @@ def plot_decision_boundary(
     ax.set_title(f"decision boundary (accuracy {accuracy:.1%})")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
-    return {"xx": xx, "yy": yy, "classes": classes, "accuracy": accuracy}
+    return ax.figure, {"xx": xx, "yy": yy, "classes": classes, "accuracy": accuracy}
 
 
-def plot_fits(x: np.ndarray, target: np.ndarray, fits: dict[str, np.ndarray], ax=None) -> dict[str, float]:
-    """Plot a 1-D target curve and each model's prediction on the same points; returns ``{name: MSE}``."""
+def plot_fits(x: np.ndarray, target: np.ndarray, fits: dict[str, np.ndarray], ax=None) -> tuple[Any, dict[str, float]]:
+    """Plot a 1-D target curve and each model's prediction on the same points; returns ``(fig, {name: MSE})``."""
     import matplotlib.pyplot as plt
 
     x, target = np.ravel(x), np.ravel(target)
@@ -122,7 +123,7 @@ def plot_fits(x: np.ndarray, target: np.ndarray, fits: dict[str, np.ndarray], ax
         ax.plot(x[order], pred[order], label=f"{name} (MSE {errors[name]:.2g})")
     ax.set_xlabel("x")
     ax.legend(fontsize=8)
-    return errors
+    return ax.figure, errors
 
 
 def epoch_means(series: Sequence[float], steps_per_epoch: int) -> np.ndarray:
@@ -136,13 +137,13 @@ def epoch_means(series: Sequence[float], steps_per_epoch: int) -> np.ndarray:
 
 def plot_grad_norms(
     histories: dict[str, dict], params: Sequence[str] | None = None, per_epoch: bool = True, axes=None
-) -> dict[str, dict[str, np.ndarray]]:
+) -> tuple[Any, dict[str, dict[str, np.ndarray]]]:
     """Per-layer gradient L2 norms over training, one panel per run (log scale, shared y axis).
 
     ``histories``: ``{run: history}`` from ``trainer.train(..., record_grad_norms=True)``.
     ``params``: which parameters to draw (default: every ``*.weight``, i.e. one line per layer).
     ``per_epoch``: average the per-update norms within each epoch (else draw every update).
-    Returns ``{run: {param: values}}``.
+    Returns ``(fig, {run: {param: values}})``.
     """
     if not histories:
         raise ValueError("plot_grad_norms needs at least one history, got an empty dict.")
@@ -175,13 +176,15 @@ def plot_grad_norms(
         if lows and highs:
             for ax in axes[: len(histories)]:
                 ax.set_ylim(min(lows) / 1.5, max(highs) * 1.5)
-    return drawn
+    return axes[0].figure, drawn
 
 
-def plot_first_layer_weights(weight: np.ndarray, image_shape=(28, 28), n: int = 16, axes=None) -> np.ndarray:
+def plot_first_layer_weights(
+    weight: np.ndarray, image_shape=(28, 28), n: int = 16, axes=None
+) -> tuple[Any, np.ndarray]:
     """Show the first ``n`` rows of a first-layer weight ``(hidden, H*W)`` as ``H x W`` images.
 
-    Returns the images drawn, ``(n, H, W)``.
+    Returns ``(fig, images)``, the images drawn, ``(n, H, W)``.
     """
     import matplotlib.pyplot as plt
 
@@ -199,4 +202,4 @@ def plot_first_layer_weights(weight: np.ndarray, image_shape=(28, 28), n: int = 
     for ax, image in zip(axes, images):
         limit = np.abs(image).max() or 1.0
         ax.imshow(image, cmap="seismic", vmin=-limit, vmax=limit)
-    return images
+    return axes[0].figure, images
