@@ -161,7 +161,7 @@ class LabResults:
         return path
 
     # -- references ----------------------------------------------------------------------------
-    def reference(self, metric: str, value: Any, what: str, source: str) -> None:
+    def reference(self, metric: str | list[str], value: Any, what: str, source: str) -> None:
         """Record a number this lab compares with: ``metric`` is where this run's own number lives in the
         metrics (a key, or a dotted path such as ``"accuracy_by_depth.plain.32"``), ``value`` the reference
         (a number, or a ``(low, high)`` range), ``what`` what it measured and ``source`` where it comes from
@@ -170,7 +170,9 @@ class LabResults:
             raise ValueError(f"Reference value {value!r} must be a number or a (low, high) range.")
         if not what or not source:
             raise ValueError("A reference needs both what it measured and its source.")
-        self.references = [r for r in self.references if r["metric"] != metric]
+        # one reference per metric and source: a paper's number and a course run's can sit beside the same metric
+        self.references = [r for r in self.references if (r["metric"], r["source"]) != (metric, source)]
+        metric = metric if isinstance(metric, str) else [str(k) for k in metric]
         self.references.append({"metric": metric, "reference": to_jsonable(value), "what": what, "source": source})
 
     def compare(self):
@@ -212,12 +214,13 @@ def load_metrics(stem: str, root: Path | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def metric_at(metrics: dict[str, Any], path: str) -> Any:
-    """The value at a key or dotted path of a metrics dict (None if absent)."""
-    if path in metrics:
+def metric_at(metrics: dict[str, Any], path: str | list[str]) -> Any:
+    """The value at a key, a dotted path, or a list of keys (for keys that contain dots) of a metrics dict
+    (None if absent)."""
+    if isinstance(path, str) and path in metrics:
         return metrics[path]
     value: Any = metrics
-    for part in path.split("."):
+    for part in path.split(".") if isinstance(path, str) else path:
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]

@@ -59,3 +59,16 @@ def test_notebook_runs_in_the_quick_profile_and_writes_its_results(stem, noteboo
     for fig in m["figures"]:
         png = session_runs / stem / fig["file"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{png} is not a PNG"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("stem", [s for s in IDS if s != "00_setup_and_data"])
+def test_every_lab_records_references_beside_its_own_numbers(stem, notebook_metrics):
+    from labutils.results import metric_at
+
+    m = notebook_metrics(stem)
+    assert m["references"], f"{stem} records no reference numbers to compare with"
+    for ref in m["references"]:
+        assert ref["what"] and ref["source"] and ref["reference"] is not None
+    measured = [metric_at(m["metrics"], ref["metric"]) for ref in m["references"]]
+    assert any(v is not None for v in measured), f"no reference of {stem} points at a number this run recorded"
