@@ -538,3 +538,52 @@ def check_contrast(contrast_fn, seed: int = 0) -> float:
             got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else got
             errors.append(compare(f"contrast, case {name!r}, severity {severity}", got, expected, hint, tol=1e-5))
     return _passed("check_contrast", f"{len(cases)} cases x 5 severities", max(errors), tol=1e-5)
+
+
+# -- lab 07: freezing by stage -------------------------------------------------------------------
+def check_freeze_by_stage(freeze_fn, seed: int = 0) -> int:
+    """Check ``freeze_fn(model, strategy)`` (sets ``requires_grad`` for the stages a strategy trains, returns
+    nothing or the model) against :func:`labutils.transfer.freeze` with
+    :func:`labutils.transfer.trainable_stages`, for every single-phase strategy on a small course ResNet-8
+    and a ResNet-18-style network (4 stages, one block each). Only ``requires_grad`` is compared (batch norm
+    is not part of the exercise). Returns the number of parameters checked."""
+    import copy
+
+    import torch
+
+    from labutils import transfer
+    from labutils.models import ResNet, ResNet18
+
+    torch.manual_seed(seed)
+    models = {
+        "ResNet-8": ResNet(8, num_classes=3, in_channels=1, width=4),
+        "ResNet-18": ResNet18(num_classes=3, width=4, blocks_per_stage=(1, 1, 1, 1)),
+    }
+    checked = 0
+    for label, model in models.items():
+        for strategy in ("linear_probe", "ft0", "ft1", "ft2", "full"):
+            reference = transfer.freeze(
+                copy.deepcopy(model), transfer.trainable_stages(model, strategy), freeze_bn=False
+            )
+            expected = {n: p.requires_grad for n, p in reference.named_parameters()}
+            mine = copy.deepcopy(model)
+            for p in mine.parameters():  # start from a state where every answer must set something
+                p.requires_grad_(strategy == "linear_probe")
+            returned = _call(f"freeze_fn({label}, {strategy!r})", freeze_fn, mine, strategy)
+            mine = returned if isinstance(returned, torch.nn.Module) else mine
+            got = {n: p.requires_grad for n, p in mine.named_parameters()}
+            wrong = [n for n in expected if got.get(n) != expected[n]]
+            if wrong:
+                stages = ", ".join(transfer.trainable_stages(model, strategy))
+                raise CheckFailed(
+                    f"freeze_fn on {label}, strategy {strategy!r}: {len(wrong)} of {len(expected)} parameters have "
+                    f"the wrong requires_grad, first {wrong[0]!r}: expected {expected[wrong[0]]}, got {got[wrong[0]]}. "
+                    f"Hint: {strategy!r} trains {stages}; set requires_grad=False on every parameter first, then "
+                    "True on the parameters of those stages (transfer.stages(model)[name].parameters())."
+                )
+            checked += len(expected)
+    print(f"check_freeze_by_stage: 5 strategies on 2 networks, {checked} parameters, all requires_grad as expected")
+    return checked
+
+
+__all__ += ["check_freeze_by_stage"]

@@ -363,6 +363,18 @@ def trainable_stages(model: nn.Module, strategy: str, phase: int = 1) -> list[st
 # --------------------------------------------------------------------------------------------
 # A ready model by name (what an experiment recipe calls)
 # --------------------------------------------------------------------------------------------
+def _load_init(path: str | os.PathLike, model: nn.Module) -> None:
+    """Load a fit checkpoint (``best.pt``/``last.pt``) or a plain state dict (a run's ``model.pt``) into model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init={str(path)!r} does not exist: pass the weights file of the earlier phase.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "format" in state:
+        load_checkpoint(path, model)
+    else:
+        load_state_checked(model, state, source=str(path))
+
+
 def transfer_model(
     backbone: str = "course",
     *,
@@ -388,8 +400,9 @@ def transfer_model(
         pretrained: False builds the same architecture with random weights (the from-scratch baseline).
         freeze_bn: freeze the batch norms of the trainable stages too (those of frozen stages always are).
             Default: True with pretrained weights, False with random ones (they have no statistics worth keeping).
-        init: a file with the weights of this whole transfer model to start from (e.g. the best checkpoint
-            of phase 1 when building phase 2); read with :func:`labutils.train.load_checkpoint`.
+        init: a file with the weights of this whole transfer model to start from (e.g. phase 1's weights when
+            building phase 2): a checkpoint of :func:`labutils.train.fit` or a state dict (an experiment run's
+            ``model.pt``).
         keep_head: keep the backbone's own head (source and target share their classes); its size must be
             ``num_classes``.
         seed: if given, the random parts (new head, or every weight when not pretrained) are drawn from it
@@ -421,7 +434,7 @@ def transfer_model(
         else:
             replace_head(model, num_classes)
     if init is not None:
-        load_checkpoint(init, model)
+        _load_init(init, model)
     freeze_bn = pretrained if freeze_bn is None else bool(freeze_bn)
     return freeze(model, trainable_stages(model, strategy, phase), freeze_bn=freeze_bn)
 
@@ -636,6 +649,188 @@ def knn_baseline(train_feats, train_y, test_feats, test_y, *, k: int = 5) -> Bas
     return _fit_and_score(f"{k}-NN", knn, train_feats, train_y, test_feats, test_y)
 
 
+# --------------------------------------------------------------------------------------------
+# Recipes: source backbones and transfer runs on the experiment harness
+# --------------------------------------------------------------------------------------------
+SOURCE_LAB = "05_residual_cnn"  # where the course backbone's runs are cached, trained here or by lab 05
+BACKBONE_FILE = "backbone.pt"  # written next to a source run's model.pt
+# Source -> target pairs on real data that this machine has: name -> (source data, target data).
+TRANSFER_PAIRS = {
+    "mnist_0-4_to_5-9": (
+        {"dataset": "mnist", "classes": (0, 1, 2, 3, 4)},
+        {"dataset": "mnist", "classes": (5, 6, 7, 8, 9)},
+    ),
+    "mnist_to_digits": ({"dataset": "mnist"}, {"dataset": "digits"}),
+}
+
+
+def _data_shape(dataset: str, classes) -> tuple[int, int]:
+    """(input channels, number of classes) of a dataset, or of the class subset kept, without loading it."""
+    from labutils.data import _spec
+
+    spec = _spec(dataset)
+    return spec.image_shape[0], len(classes) if classes is not None else spec.num_classes
+
+
+def course_backbone_recipe(
+    dataset: str = "cifar10",
+    *,
+    depth: int = 20,
+    width: int = 16,
+    epochs: int = 30,
+    classes: Iterable[int] | None = None,
+    name: str | None = None,
+    **fields: Any,
+):
+    """The recipe of a source network: the course :class:`~labutils.models.ResNet` (depth 6n + 2, ``width``
+    channels in its first stage) trained on ``dataset`` (or its ``classes``) from scratch.
+
+    Defaults are lab 05's backbone (ResNet-20, SGD with momentum 0.9 at 0.1, cosine schedule, standard
+    augmentation, weight decay 5e-4); ``fields`` are any other :class:`~labutils.experiment.Recipe` fields
+    (``train_subset``, ``lr``, ``seed``, ...). Run it with :func:`source_backbone`.
+    """
+    from labutils.experiment import Recipe
+
+    classes = None if classes is None else tuple(int(c) for c in classes)
+    in_channels, num_classes = _data_shape(dataset, classes)
+    settings = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, scheduler="cosine", batch_size=128)
+    settings["augment"] = "standard" if in_channels == 3 else "none"  # flips do not suit digits
+    settings.update(fields)
+    kwargs = dict(depth=depth, num_classes=num_classes, in_channels=in_channels, width=width)
+    where = dataset if classes is None else f"{dataset}{''.join(map(str, classes))}"
+    return Recipe(
+        name or f"source-resnet{depth}-w{width}-{where}",
+        model=M.ResNet,
+        model_kwargs=kwargs,
+        dataset=dataset,
+        classes=classes,
+        epochs=epochs,
+        **settings,
+    )
+
+
+def source_backbone(recipe, *, lab: str = SOURCE_LAB, profile: str | None = None, progress: bool = True):
+    """Train (or reload from the cache of ``runs/<lab>/``) a source recipe and save its network as a backbone.
+
+    Returns ``(path, result)``: ``path`` is ``backbone.pt`` in the run's folder, written with
+    :func:`labutils.train.save_backbone` (meta: ``model_kwargs``, ``dataset``, ``synthetic``, ``test_acc``,
+    ``key``) and rewritten only when its run changed, so recipes that name it keep their keys.
+    """
+    from labutils.experiment import run
+    from labutils.train import save_backbone
+
+    result = run(recipe, lab=lab, profile=profile, progress=progress)
+    if result.test is None:
+        raise RuntimeError(f"The source run {recipe.name} was interrupted: run it again to finish it.")
+    path = result.dir / BACKBONE_FILE
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("meta", {}).get("key") == result.key:
+            return path, result
+    meta = {
+        "architecture": type(result.model).__name__,
+        "model_kwargs": dict(recipe.model_kwargs),
+        "dataset": result.dataset,
+        "synthetic": bool(result.dataset.get("synthetic")),
+        "test_acc": result.test.top1,
+        "key": result.key,
+    }
+    save_backbone(result.model.cpu(), path, meta)
+    return path, result
+
+
+def _trainable_lr_groups(model: nn.Module, strategy: str, phase: int, decay: float) -> dict[str, float]:
+    """:func:`lr_groups` for the stages the strategy trains (a prefix of a frozen stage matches nothing)."""
+    layout = stage_prefixes(model)
+    groups = lr_groups(model, decay=decay)
+    keep = {p for s in trainable_stages(model, strategy, phase) for p in layout[s]}
+    return {p: m for p, m in groups.items() if p in keep}
+
+
+def transfer_recipe(
+    name: str,
+    checkpoint: str | os.PathLike,
+    *,
+    strategy: str,
+    dataset: str,
+    classes: Iterable[int] | None = None,
+    pretrained: bool = True,
+    freeze_bn: bool | None = None,
+    phase: int = 1,
+    init: str | os.PathLike | None = None,
+    decay: float | None = None,
+    **fields: Any,
+):
+    """A recipe that trains :func:`transfer_model` (course backbone at ``checkpoint``) on ``dataset``.
+
+    ``strategy``, ``pretrained``, ``freeze_bn``, ``phase`` and ``init`` go to :func:`transfer_model`;
+    ``pretrained=False`` with ``strategy="full"`` is the from-scratch baseline of the same architecture.
+    ``decay`` sets discriminative learning rates (head ``lr``, each stage closer to the input ``decay``
+    times less) as the recipe's ``lr_groups``. The checkpoint (and ``init``) are keyed by their content.
+    ``fields`` are any other Recipe fields (``train_per_class``, ``epochs``, ``lr``, ``optimizer``, ...).
+    """
+    from labutils.experiment import Recipe
+
+    classes = None if classes is None else tuple(int(c) for c in classes)
+    _, num_classes = _data_shape(dataset, classes)
+    kwargs = dict(
+        backbone="course",
+        checkpoint=Path(checkpoint),
+        num_classes=num_classes,
+        strategy=strategy,
+        pretrained=bool(pretrained),
+        freeze_bn=freeze_bn,
+        phase=phase,
+    )
+    if init is not None:
+        kwargs["init"] = Path(init)
+    groups = None
+    if decay is not None:
+        model = transfer_model(**{**kwargs, "init": None})
+        groups = _trainable_lr_groups(model, strategy, phase, decay)
+    return Recipe(
+        name, model=transfer_model, model_kwargs=kwargs, dataset=dataset, classes=classes, lr_groups=groups, **fields
+    )
+
+
+def phase_two_recipe(
+    phase_one,
+    *,
+    epochs: int,
+    lr_factor: float = TWO_PHASE_LR_FACTOR,
+    scheduler: str | None = "plateau",
+    patience: int | None = None,
+):
+    """Phase 2 of ``two_phase``, after the run ``phase_one`` (a finished :class:`~labutils.experiment.RunResult`
+    of a ``two_phase`` recipe): the last two stages and the head, starting from phase 1's ``model.pt`` (named
+    as a path, so phase 2's key follows phase 1's weights), at ``lr_factor`` times its learning rate."""
+    from labutils.experiment import MODEL_FILE
+
+    r = phase_one.recipe
+    if r.model_kwargs.get("strategy") != "two_phase" or r.model_kwargs.get("phase", 1) != 1:
+        raise ValueError(f"{r.name} is not phase 1 of a two_phase recipe: phase 2 starts from one.")
+    if phase_one.test is None:
+        raise ValueError(f"{r.name} did not finish: run it again before phase 2.")
+    kwargs = {**r.model_kwargs, "phase": 2, "init": phase_one.dir / MODEL_FILE}
+    return r.replace(
+        name=f"{r.name}-phase2",
+        model_kwargs=kwargs,
+        lr=r.lr * lr_factor,
+        epochs=epochs,
+        scheduler=scheduler,
+        patience=patience,
+    )
+
+
+def imagenet_transfer_model(arch: str = "resnet18", *, input_size: int = 224, **kwargs) -> nn.Module:
+    """:func:`transfer_model` with a torchvision ImageNet backbone behind a bilinear resize to
+    ``input_size`` pixels: small images (CIFAR's 32 px) meet the filters at the scale they were trained on.
+    ``(N, C, H, W) -> (N, num_classes)``; ``kwargs`` as for :func:`transfer_model`."""
+    check_int("input_size", input_size, 32)
+    model = transfer_model(arch, **kwargs)
+    return nn.Sequential(nn.Upsample(size=(input_size, input_size), mode="bilinear", align_corners=False), model)
+
+
 __all__ = [
     "BACKBONES",
     "IMAGENET_ARCHS",
@@ -666,4 +861,11 @@ __all__ = [
     "extract_features",
     "svm_baseline",
     "knn_baseline",
+    "SOURCE_LAB",
+    "TRANSFER_PAIRS",
+    "course_backbone_recipe",
+    "source_backbone",
+    "transfer_recipe",
+    "phase_two_recipe",
+    "imagenet_transfer_model",
 ]

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from labutils import data
+from labutils import checks, data
 from labutils import transfer as X
 from labutils.models import ResNet, ResNet18
 from labutils.train import CheckpointMismatchError, atomic_save, save_backbone
@@ -416,3 +416,147 @@ def test_train_per_class_takes_the_first_n_of_each_class_from_the_seeded_shuffle
         data.load_arrays("digits", profile="full", train_per_class=4, train_subset=10)
     with pytest.raises(ValueError, match="train_per_class=0 is not possible"):
         data.load_arrays("digits", profile="full", train_per_class=0)
+
+
+# -- recipes on the experiment harness (lab 07) ------------------------------------------------------------------
+DIGITS_04, DIGITS_59 = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+TINY = dict(val_size=50, test_subset=60, batch_size=32, progress=False)
+
+
+@pytest.fixture
+def harness_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABS_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def tiny_source():
+    fields = {k: v for k, v in TINY.items() if k != "progress"}
+    return X.course_backbone_recipe("digits", classes=DIGITS_04, depth=8, width=4, epochs=1, lr=0.05, **fields)
+
+
+def test_course_backbone_recipe_fits_the_data_and_defaults_to_lab_05s_training():
+    r = tiny_source()
+    assert r.model_kwargs == {"depth": 8, "num_classes": 5, "in_channels": 1, "width": 4}
+    assert (r.optimizer, r.scheduler, r.momentum, r.weight_decay, r.augment) == ("sgd", "cosine", 0.9, 5e-4, "none")
+    cifar = X.course_backbone_recipe("cifar10")
+    assert cifar.model_kwargs == {"depth": 20, "num_classes": 10, "in_channels": 3, "width": 16}
+    assert (cifar.lr, cifar.epochs, cifar.augment) == (0.1, 30, "standard")
+
+
+def test_source_backbone_is_saved_once_and_transfer_recipes_build_the_strategy(harness_runs):
+    from labutils import experiment
+
+    path, source = X.source_backbone(tiny_source(), lab="07_test", profile="quick", progress=False)
+    assert path == source.dir / X.BACKBONE_FILE and path.parent.parent == harness_runs / "07_test" / "checkpoints"
+    blob = path.read_bytes()
+    path2, again = X.source_backbone(tiny_source(), lab="07_test", profile="quick", progress=False)
+    assert again.loaded and path2 == path and path.read_bytes() == blob  # keys downstream stay the same
+    model, meta = X.course_backbone(path)
+    assert meta["key"] == source.key and meta["synthetic"] is False
+    for name, p in source.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], p.cpu())
+
+    ft1 = X.transfer_recipe("ft1", path, strategy="ft1", dataset="digits", classes=DIGITS_59, decay=0.5)
+    built = experiment.build(ft1)
+    assert built.fc.out_features == 5 and ft1.model_kwargs["checkpoint"] == path
+    assert trainable_names(built) == names_under(built, ["stage2", "stage3", "fc"]) - bn_parameter_names(built)
+    assert ft1.lr_groups == {"stage2": 0.25, "stage3": 0.5, "fc": 1.0}  # frozen stages get no group
+    scratch = experiment.build(ft1.replace(model_kwargs={**ft1.model_kwargs, "strategy": "full", "pretrained": False}))
+    assert not torch.equal(scratch.stem[0].weight, model.stem[0].weight)
+    assert not any(X.is_frozen_bn(m) for m in scratch.modules())  # random weights: batch norm trains
+
+
+def test_two_phase_on_the_harness_starts_phase_two_from_phase_ones_weights(harness_runs):
+    from labutils import experiment
+
+    path, _ = X.source_backbone(tiny_source(), lab="07_test", profile="quick", progress=False)
+    data_fields = dict(dataset="digits", classes=DIGITS_59, train_per_class=5, val_size=50, test_subset=60)
+    one = X.transfer_recipe("tp", path, strategy="two_phase", epochs=2, lr=0.01, batch_size=16, **data_fields)
+    phase1 = experiment.run(one, lab="07_test", profile="quick", progress=False)
+    two = X.phase_two_recipe(phase1, epochs=1)
+    assert two.model_kwargs["phase"] == 2 and two.model_kwargs["init"] == phase1.dir / "model.pt"
+    assert two.lr == pytest.approx(0.001, rel=1e-12) and two.scheduler == "plateau" and two.name == "tp-phase2"
+    start = experiment.build(two)
+    assert torch.equal(start.fc.weight, phase1.model.fc.weight.cpu())
+    assert trainable_names(start) == names_under(start, ["stage2", "stage3", "fc"]) - bn_parameter_names(start)
+    phase2 = experiment.run(two, lab="07_test", profile="quick", progress=False)
+    assert torch.equal(phase2.model.stem[0].weight.cpu(), phase1.model.stem[0].weight.cpu())  # frozen throughout
+    assert not torch.equal(phase2.model.stage3[0].conv1.weight.cpu(), phase1.model.stage3[0].conv1.weight.cpu())
+    # phase 2's key follows the content of phase 1's weights file
+    loaders = experiment.loaders_for(two, "quick")
+    key = experiment.recipe_key(two, loaders.info.as_dict())
+    state = torch.load(phase1.dir / "model.pt", weights_only=True)
+    state["fc.bias"] += 1.0
+    torch.save(state, phase1.dir / "model.pt")
+    assert experiment.recipe_key(two, loaders.info.as_dict()) != key
+    with pytest.raises(ValueError, match="not phase 1 of a two_phase recipe"):
+        X.phase_two_recipe(phase2, epochs=1)
+
+
+def test_init_that_does_not_exist_is_one_clear_error(backbone_file, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        course_model(backbone_file, strategy="two_phase", phase=2, init=tmp_path / "nothing.pt")
+
+
+def test_imagenet_transfer_model_resizes_small_images_for_the_backbone():
+    torch.manual_seed(0)
+    model = X.imagenet_transfer_model("resnet18", input_size=64, num_classes=3, pretrained=False, strategy="ft0")
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 3) and model[0].size == (64, 64)
+    assert {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad} == {"layer4", "fc"}
+
+
+# -- the lab 07 exercise check --------------------------------------------------------------------------------
+def solution_set_trainable():
+    import nbformat
+
+    from labutils.student import BEGIN_SOLUTION
+    from labutils.util import REPO_ROOT
+
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "07_transfer_learning.ipynb", as_version=4)
+    namespace = {"transfer": X}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and BEGIN_SOLUTION in cell.source:
+            exec(compile(cell.source, "07:exercise", "exec"), namespace)
+    return namespace["set_trainable"]
+
+
+def test_freeze_by_stage_check_passes_the_solution_and_the_package(capsys):
+    assert checks.check_freeze_by_stage(solution_set_trainable()) > 0
+
+    def by_package(model, strategy):
+        X.freeze(model, X.trainable_stages(model, strategy), freeze_bn=False)
+
+    n = checks.check_freeze_by_stage(by_package, seed=1)
+    m18 = ResNet18(num_classes=3, width=4, blocks_per_stage=(1, 1, 1, 1))
+    m8 = ResNet(8, num_classes=3, in_channels=1, width=4)
+    assert n == 5 * (len(list(m18.parameters())) + len(list(m8.parameters())))
+    assert capsys.readouterr().out.count("all requires_grad as expected") == 2
+
+
+def test_freeze_by_stage_check_fails_a_stub_and_wrong_answers():
+    def stub(model, strategy):
+        raise NotImplementedError()
+
+    def forgets_to_freeze(model, strategy):  # sets the trainable stages but leaves the rest as it was
+        for name in X.trainable_stages(model, strategy):
+            for p in X.stages(model)[name].parameters():
+                p.requires_grad_(True)
+
+    def off_by_one(model, strategy):  # ft0 trains two stages
+        extra = {"linear_probe": 1, "ft0": 2, "ft1": 3, "ft2": 4}.get(strategy, 99)
+        names = list(X.stages(model))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for name in names[max(0, len(names) - 1 - extra) :]:
+            for p in X.stages(model)[name].parameters():
+                p.requires_grad_(True)
+
+    with pytest.raises(checks.CheckFailed, match="NotImplementedError"):
+        checks.check_freeze_by_stage(stub)
+    with pytest.raises(
+        checks.CheckFailed, match=r"strategy 'linear_probe'.*expected False, got True.*'linear_probe' trains head;"
+    ):
+        checks.check_freeze_by_stage(forgets_to_freeze)
+    with pytest.raises(checks.CheckFailed, match=r"strategy 'linear_probe'.*first 'stage3\..*expected False"):
+        checks.check_freeze_by_stage(off_by_one)
