@@ -218,6 +218,7 @@ def test_student_lab_with_solutions_put_back_runs_to_the_end(edition, stem, tmp_
         "".join(o.get("text", "") for o in c.outputs) for c in executed.cells if BEGIN_HIDDEN_TESTS in c.source
     ]
     assert len(check_outputs) == LABS[stem]
-    for text in check_outputs:  # the visible check and the hidden one both passed
-        assert text.count("largest relative error") == 2, text
+    for text in check_outputs:  # the visible check and the hidden one both passed: each prints one "check_..:" line
+        passed = [line for line in text.splitlines() if line.startswith("check_")]
+        assert len(passed) == 2, text
     assert (tmp_path / "runs" / stem / "metrics.json").exists()
