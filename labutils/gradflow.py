@@ -315,7 +315,7 @@ class _DeadUnits:
 
     The stack goes into a buffer kept from step to step (one per shape): on a depth-32, width-16 MLP at batch
     128 that takes ~50 µs (a sixth) off the recorder's cost per step against a fresh 256 kB stack each step,
-    measured on the course machine (``benchmarks/bench_fit_overhead.py``).
+    measured on the course machine by alternating the two from step to step.
     """
 
     def __init__(self, relus: Sequence[tuple[str, nn.Module]], stack_numel: int = STACK_NUMEL):
