@@ -17,7 +17,7 @@ time another job holds the core) and of wall time. The overhead is the ratio of 
 spread of the per-repeat ratios (each configuration against the bare loop of the same repeat) is
 printed next to it, so that a difference can be told from noise. Creating and finishing the wandb
 run happens outside the timed region (a bare loop that logged to wandb would pay it too) and is
-reported on its own line. wandb (0.19 and later) runs its service (``wandb-core``) and system monitor
+reported on its own line. wandb (0.31, the version checked) runs its service (``wandb-core``) and system monitor
 (``wandb-symon``) as child processes: their CPU time is not in this process's, and they run whether or
 not the loop logs; what the run costs in this process is ``run.log`` (serialising and sending each call,
 ~0.1 ms for a few keys on the course machine), which ``fit`` calls a few times per epoch. The load average
