@@ -17,7 +17,11 @@ time another job holds the core) and of wall time. The overhead is the ratio of 
 spread of the per-repeat ratios (each configuration against the bare loop of the same repeat) is
 printed next to it, so that a difference can be told from noise. Creating and finishing the wandb
 run happens outside the timed region (a bare loop that logged to wandb would pay it too) and is
-reported on its own line. wandb's service process is not in the CPU time; its in-process logging is.
+reported on its own line. wandb (0.31, the version checked) runs its service (``wandb-core``) and system monitor
+(``wandb-symon``) as child processes: their CPU time is not in this process's, and they run whether or
+not the loop logs; what the run costs in this process is ``run.log`` (serialising and sending each call,
+~0.1 ms for a few keys on the course machine), which ``fit`` calls a few times per epoch. The load average
+at the start and end of each workload is printed, since a loaded machine inflates every ratio's spread.
 
     .venv/bin/python benchmarks/bench_fit_overhead.py                     # all workloads, 1 thread (~6 min)
     .venv/bin/python benchmarks/bench_fit_overhead.py --model mlp --repeats 21 --breakdown
@@ -199,6 +203,7 @@ def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
             record_every=args.record_every,
         )
 
+    load_before = os.getloadavg()[0]
     for key in configs:  # warm-up: allocator, kernels, imports, wandb's service
         run(key)
     clocks: dict[str, list[Clock]] = {key: [] for key in configs}
@@ -221,11 +226,14 @@ def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
         "device": str(device),
         "threads": args.threads,
         "tracker_start_finish_s": statistics.median(tracker_s),
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+        "cpu_cores": os.cpu_count(),
     }
     print(
         f"\n{kind}: {what}; {steps} steps ({args.epochs} epoch(s)) of batch {batch}, input {shape}, "
         f"device {device}, {args.threads} thread(s), recorder every {args.record_every} step(s), "
-        f"medians of {args.repeats} repeats"
+        f"medians of {args.repeats} repeats; load average {load_before:.2f} -> {row['load_average_1min'][1]:.2f} "
+        f"on {os.cpu_count()} cores"
     )
     print(f"  {'':32s} {'wall s':>8s} {'ratio':>6s}   {'CPU s':>8s} {'ratio':>6s}   per-repeat CPU ratio, quartiles")
     bare_cpu = [c.cpu for c in clocks["bare"]]

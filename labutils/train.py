@@ -776,7 +776,7 @@ class _RunningMetrics:
             self.counts_acc = _counts_correct(out, y)
         self.losses.append(loss.detach())
         if self.counts_acc:
-            self.predictions.append(out.detach().argmax(dim=1))
+            self.predictions.append(out.argmax(dim=1))  # (integer output: no graph, no detach needed)
             self.targets.append(y)
         self.sizes.append(y.shape[0])
 

@@ -460,14 +460,26 @@ def test_recorder_works_inside_fit():
 
 @pytest.mark.parametrize(
     "name, every",
-    [("plain-mlp", 1), ("residual-mlp", 1), ("residual-mlp", 3), ("cnn", 1), ("cnn-frozen-bias", 2)],
+    [
+        ("plain-mlp", 1),
+        ("residual-mlp", 1),
+        ("residual-mlp", 3),
+        ("residual-mlp-bf16", 1),
+        ("residual-mlp-batch-sizes", 1),
+        ("cnn", 1),
+        ("cnn-frozen-bias", 2),
+    ],
 )
 def test_fast_recorder_equals_the_reference(name, every):
-    """The batched recorder stores the same history as the readable one (rtol 1e-6), trained side by side."""
+    """The batched recorder stores the same history as the readable one (rtol 1e-6), trained side by side: also
+    for a bfloat16 model (float32 norms of bfloat16 gradients) and when the batch size changes from step to step
+    (the stacked ReLU outputs go into buffers kept per shape)."""
     torch.manual_seed(0)
-    if name.endswith("mlp"):
+    if "mlp" in name:
         model = MLP(20, 3, width=8, depth=9, residual=name.startswith("residual"))
         x, y = _batch(n=16)
+        if name.endswith("bf16"):
+            model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
     else:
         model = SimpleCNN(num_classes=3, width=4)
         x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,))
@@ -478,6 +490,8 @@ def test_fast_recorder_equals_the_reference(name, every):
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     with fast, reference:
         for step in range(7):
+            if name.endswith("batch-sizes"):
+                x, y = _batch(n=(16, 5, 16, 9)[step % 4], seed=step)
             _step(model, x, y)
             assert fast.record(step) == reference.record(step)
             opt.step()
@@ -493,6 +507,8 @@ def test_fast_recorder_equals_the_reference(name, every):
         assert hf[key].shape == hr[key].shape
         np.testing.assert_allclose(hf[key], hr[key], rtol=1e-6, atol=0, equal_nan=True, err_msg=key)
     assert np.isfinite(hr["weight"]).all() and (hr["dead_relu"] >= 0).all()
+    if "residual" in name:  # the 8 hidden 8x8 layers and the 9 biases of 8 (stem's too) are stacked groups
+        assert [stop - start for start, stop, _ in fast._norms.groups] == [8, 9]
     for kind, values in reference.latest().items():
         assert fast.latest()[kind] == pytest.approx(values, rel=1e-6)
     assert fast.at(kind="dead_relu") == reference.at(kind="dead_relu")
