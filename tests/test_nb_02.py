@@ -36,7 +36,7 @@ def test_every_optimizer_learns_and_adaptive_ones_lead(m):
 
 def test_gradient_norms_recorded_per_layer_and_epoch(m):
     norms = m["metrics"]["grad_norms_per_epoch"]
-    epochs = m["params"]["epochs"]
+    epochs = m["params"]["EPOCHS"]
     assert set(norms) == set(m["metrics"]["optimizer_val_accuracy"])
     for per_layer in norms.values():
         assert set(per_layer) == {"W1", "W2"}

@@ -15,7 +15,7 @@ def metrics(notebook_metrics):
 def test_run_is_recorded(metrics):
     assert metrics["notebook"] == STEM and metrics["profile"] == "quick"
     assert metrics["datasets"]["mnist"]["synthetic"] is False
-    assert metrics["params"]["epochs"] >= 1
+    assert metrics["params"]["EPOCHS"] >= 1
 
 
 def test_convolutions_match_torch(metrics):
