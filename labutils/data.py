@@ -775,8 +775,11 @@ def load_arrays(
 
 
 # -- PyTorch side ------------------------------------------------------------------------------------
-def augmentation(preset: str, image_size: int):
+def augmentation(preset: str, image_size: int, *, flips: bool = True):
     """The training-time augmentation of a preset, applied to uint8 tensors (C, H, W).
+
+    ``flips=False`` leaves out every horizontal flip: :func:`make_loaders` does so for the digit datasets
+    (MNIST, scikit-learn's digits), where a mirrored digit is another symbol or none.
 
     ``none``: nothing. ``standard``: random crop with 4-pixel padding and horizontal flip.
     ``strong``: standard plus colour jitter and rotation up to ±15°.
@@ -793,11 +796,12 @@ def augmentation(preset: str, image_size: int):
         raise ValueError(f"Unknown augmentation preset {preset!r}: choose one of {', '.join(AUGMENTATIONS)}.")
     if preset == "none":
         return None
+    flip = [v2.RandomHorizontalFlip()] if flips else []
     if preset == "flip_jitter":
-        return v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)])
+        return v2.Compose([*flip, v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)])
     if preset == "digits":
         return v2.RandomAffine(degrees=10, translate=(0.1, 0.1))
-    steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
+    steps = [v2.RandomCrop(image_size, padding=4), *flip]
     if preset == "strong":
         steps += [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), v2.RandomRotation(15)]
     if preset == "augmix":
@@ -902,7 +906,7 @@ def make_loaders(
         train_per_class=train_per_class,
     )
     info = splits.info
-    transform = augmentation(augment, info.image_shape[-1])
+    transform = augmentation(augment, info.image_shape[-1], flips=name not in DIGIT_DATASETS)
     workers = (default_num_workers() if transform is not None else 0) if num_workers is None else num_workers
     pin = torch.cuda.is_available()
     generator = torch.Generator().manual_seed(seed)

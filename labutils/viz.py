@@ -84,9 +84,14 @@ def class_balance(splits: dict[str, np.ndarray], classes: Sequence[str], title: 
 
 
 def augmentation_preview(
-    image: np.ndarray, presets: Sequence[str] = ("none", "standard", "strong"), n: int = 6, seed: int = 0
+    image: np.ndarray,
+    presets: Sequence[str] = ("none", "standard", "strong"),
+    n: int = 6,
+    seed: int = 0,
+    flips: bool = True,
 ):
-    """One image (C, H, W uint8) through each augmentation preset ``n`` times, one row per preset.
+    """One image (C, H, W uint8) through each augmentation preset ``n`` times, one row per preset
+    (``flips=False`` as :func:`labutils.data.make_loaders` uses for digits).
 
     Returns ``(fig, views)`` with ``views[preset]`` a uint8 array (n, C, H, W) of what was drawn.
     """
@@ -99,7 +104,7 @@ def augmentation_preview(
     x = torch.from_numpy(np.ascontiguousarray(image))
     views = {}
     for preset in presets:
-        tf = augmentation(preset, image.shape[-1])
+        tf = augmentation(preset, image.shape[-1], flips=flips)
         views[preset] = np.stack([(tf(x) if tf is not None else x).numpy() for _ in range(n)])
     fig, axes = plt.subplots(len(presets), n, figsize=(1.5 * n, 1.6 * len(presets)), squeeze=False)
     for r, preset in enumerate(presets):

@@ -314,3 +314,32 @@ def test_damaged_cache_without_its_source_is_named_in_one_sentence(good_cache, e
         message = str(err.value)
         assert message.startswith(f"The MNIST cache {cache} is damaged (unreadable: BadZipFile")
         assert "mnist.pkl.gz is missing" in message and "\n" not in message
+
+
+def test_no_preset_flips_digits_but_colour_images_keep_their_flips():
+    import torch
+    from torchvision.transforms import v2
+
+    from labutils.data import AUGMENTATIONS, augmentation
+
+    def flips(tf):
+        return tf is not None and any(isinstance(t, v2.RandomHorizontalFlip) for t in getattr(tf, "transforms", [tf]))
+
+    assert all(not flips(augmentation(p, 28, flips=False)) for p in AUGMENTATIONS)
+    assert {p for p in AUGMENTATIONS if flips(augmentation(p, 32))} == {"standard", "strong", "flip_jitter", "augmix"}
+    # and make_loaders applies the digit rule: an asymmetric image is never mirrored
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[0, :, :3] = 255
+    tf = augmentation("standard", 28, flips=False)
+    torch.manual_seed(0)
+    assert all(tf(image)[0, :, -3:].sum() == 0 for _ in range(20))
+
+
+def test_make_loaders_leaves_the_flips_out_for_mnist():
+    from torchvision.transforms import v2
+
+    from labutils.data import make_loaders
+
+    loaders = make_loaders("mnist", profile="quick", augment="standard", train_subset=64, test_subset=64, val_size=64)
+    steps = loaders.train.dataset.transform.transforms
+    assert [type(t) for t in steps] == [v2.RandomCrop]
