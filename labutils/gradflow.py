@@ -308,8 +308,9 @@ class _Watch:
     calls the module's own ``forward`` and hands the output to :meth:`_DeadUnits.keep`.
 
     A wrapper on the instance rather than a forward hook because a module with any hook leaves
-    ``Module.__call__``'s fast path for its slow one: ~2-4 µs more per call on the CPU, which on a 32-ReLU
-    network is 60-120 µs a training step. :meth:`_DeadUnits.detach` puts the previous ``forward`` back. A deep
+    ``Module.__call__``'s fast path for its slow one: on the depth-32 residual MLP (32 ReLUs, batch 128, one
+    CPU thread) the wrapper's training step took ~64 µs (2 %) less than the hook's, timed by alternating the
+    two from step to step. :meth:`_DeadUnits.detach` puts the previous ``forward`` back. A deep
     copy of a watched module gets the ``forward`` it had before, unwatched (a copy is a different model).
     """
 
