@@ -559,8 +559,11 @@ class _Mover:
     def __init__(self, device: torch.device, channels_last: bool):
         self.device, self.channels_last = device, channels_last
         self.non_blocking = device.type == "cuda"
+        self.on_cpu = device.type == "cpu" and not channels_last  # nothing to do for CPU batches
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.on_cpu and x.device.type == "cpu":  # already there: no call into torch
+            return x
         if self.channels_last and x.ndim == 4:
             return x.to(self.device, non_blocking=self.non_blocking, memory_format=torch.channels_last)
         return x.to(self.device, non_blocking=self.non_blocking)
@@ -853,11 +856,12 @@ def train_one_epoch(
     batches = loader if steps is None else itertools.islice(loader, steps)
     bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True) if progress else None
     metrics = _RunningMetrics()
+    autocast = _autocast(device, amp)  # one context, entered every step (made once: it is on the step's path)
     model.train()
     try:
         for step, (x, y) in enumerate(batches if bar is None else bar, start=1):
             x, y = mover(x), mover(y)
-            with _autocast(device, amp):
+            with autocast:
                 out = model(x)
                 loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)

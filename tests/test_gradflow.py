@@ -168,19 +168,58 @@ def test_evaluation_passes_do_not_overwrite_training_statistics():
     assert np.isnan(recorder.history["dead_relu"][1]).all()
 
 
+def _watched(m: nn.Module) -> bool:
+    return "forward" in m.__dict__  # attached: the ReLU's forward is wrapped on the instance
+
+
 def test_attach_detach_and_context_manager():
     model = MLP(20, 3, width=8, depth=3)
     recorder = GradientRecorder(model)
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    assert not recorder.attached and all(not m._forward_hooks for m in relus)
+    assert not recorder.attached and not any(map(_watched, relus))
     with recorder as r:
-        assert r is recorder and recorder.attached and all(len(m._forward_hooks) == 1 for m in relus)
+        assert r is recorder and recorder.attached and all(map(_watched, relus))
+        inner = [m.forward for m in relus]
         recorder.attach()  # idempotent
-        assert all(len(m._forward_hooks) == 1 for m in relus)
-    assert not recorder.attached and all(not m._forward_hooks for m in relus)
+        assert [m.forward for m in relus] == inner
+        assert all(not m._forward_hooks for m in relus)  # no hook: Module.__call__ keeps its fast path
+    assert not recorder.attached and not any(map(_watched, relus))
     _step(model, *_batch())
     recorder.record(0)  # gradient norms need no hooks; dead fractions are NaN without them
     assert np.isfinite(recorder.history["weight"]).all() and np.isnan(recorder.history["dead_relu"]).all()
+
+
+def test_a_deep_copy_of_a_watched_model_is_not_watched_and_detach_restores_the_forward():
+    import copy
+
+    model = MLP(20, 3, width=8, depth=3)
+    x, y = _batch()
+    with GradientRecorder(model) as recorder:
+        twin = copy.deepcopy(model)
+        assert not any(isinstance(m.forward, gradflow._Watch) for m in twin.modules())  # their own forward
+        with torch.no_grad():
+            torch.testing.assert_close(twin(x), model(x), rtol=0, atol=0)
+        _step(twin, x, y)
+        recorder.record(0)  # the copy's training pass is not the watched model's
+    assert np.isnan(recorder.history["dead_relu"]).all()
+    assert not any(map(_watched, model.modules()))
+
+
+def test_two_recorders_on_one_model_detach_in_any_order():
+    model = MLP(20, 3, width=8, depth=3)
+    with torch.no_grad():
+        model.stem.bias[:2] = -1e3  # two dead units in the first ReLU: fractions that are not all 0
+    x, y = _batch()
+    first, second = GradientRecorder(model).attach(), GradientRecorder(model).attach()
+    _step(model, x, y)
+    first.record(0), second.record(0)
+    first.detach()  # the inner wrapper goes first: the second recorder keeps watching
+    _step(model, x, y)
+    second.record(1)
+    second.detach()
+    assert not any(map(_watched, model.modules()))
+    np.testing.assert_array_equal(first.history["dead_relu"][0], second.history["dead_relu"][0])
+    assert np.isfinite(second.history["dead_relu"]).all() and len(first) == 1 and len(second) == 2
 
 
 def test_every_and_long_histories():
@@ -329,13 +368,13 @@ def test_other_activations_use_the_maximum():
 def test_no_hooks_without_relus():
     model = nn.Sequential(nn.Linear(20, 8), nn.Tanh(), nn.Linear(8, 3))
     with GradientRecorder(model) as recorder:
-        assert not recorder.attached and all(not m._forward_hooks for m in model.modules())
+        assert not recorder.attached and not any(map(_watched, model.modules()))
         _step(model, *_batch())
         recorder.record(0)
     assert recorder.history["dead_relu"].shape == (1, 0)
     mlp = MLP(20, 3, width=8, depth=3)
     with GradientRecorder(mlp, relu_types=()) as recorder:
-        assert all(not m._forward_hooks for m in mlp.modules())
+        assert not any(map(_watched, mlp.modules()))
 
 
 def test_bad_arguments():
