@@ -185,7 +185,7 @@ def test_he_initialisation_gives_variance_two_over_fan_in():
 def test_conv_pool_net_refuses_impossible_settings():
     with pytest.raises(ValueError, match="halve a 8-pixel image to nothing"):
         ConvPoolNet(10, 3, 8, widths=(4, 4, 4, 4))
-    with pytest.raises(ValueError, match="dropout must be a probability"):
+    with pytest.raises(ValueError, match=r"dropout=1.5 is not possible: use a probability"):
         ConvPoolNet(**KWARGS, fc_dropout=1.5)
     with pytest.raises(ValueError, match="Unknown activation 'relu6'"):
         ConvPoolNet(**KWARGS, activation="relu6")
