@@ -305,10 +305,9 @@ class SavedGradients:
 
     def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:
         """``{layer: value}`` at one recorded step (default the last)."""
-        h = self.history
-        i = -1 if step is None else int(np.nonzero(np.asarray(h["steps"]) == step)[0][-1])
-        names = h["relu_layers"] if kind == "dead_relu" else h["layers"]
-        return {name: float(v) for name, v in zip(names, np.asarray(h[kind])[i])}
+        from labutils.gradflow import history_at
+
+        return history_at(self.history, step, kind)
 
 
 @dataclass

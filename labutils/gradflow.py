@@ -173,7 +173,7 @@ class ReferenceGradientRecorder:
         return _latest(self.history)
 
     def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:
-        return _at(self.history, step, kind)
+        return history_at(self.history, step, kind)
 
 
 def _measured_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]) -> list[tuple[str, nn.Module]]:
@@ -200,7 +200,8 @@ def _latest(h: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _at(h: Mapping[str, Any], step: int | None, kind: str) -> dict[str, float]:
+def history_at(h: Mapping[str, Any], step: int | None = None, kind: str = "weight") -> dict[str, float]:
+    """``{layer: value}`` of one recorded step (default the last) of a recorder's ``history``."""
     check_choice("kind", kind, KINDS)
     if not len(h["steps"]):
         raise ValueError("Nothing recorded yet: call record(step) after a backward pass.")
@@ -610,7 +611,7 @@ class GradientRecorder:
 
     def at(self, step: int | None = None, kind: str = "weight") -> dict[str, float]:
         """``{layer: value}`` of one recorded step (default the last); ``kind`` = weight, bias or dead_relu."""
-        return _at(self.history, step, kind)
+        return history_at(self.history, step, kind)
 
 
 def layer_grad_norms(
@@ -943,6 +944,7 @@ def plot_grad_histograms(
 
 
 __all__ = [
+    "history_at",
     "GradientRecorder",
     "ReferenceGradientRecorder",
     "layer_grad_norms",
