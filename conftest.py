@@ -12,6 +12,7 @@ pytest-xdist: the first worker to ask runs it under a file lock, the others read
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -42,6 +43,10 @@ def pytest_configure(config):
     os.environ["WANDB_DIR"] = str(root / "wandb")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # nbval reads a cell's kernel messages only after the cell has finished, and the channel holds about a
+    # thousand (beyond that they are dropped, the cell's end too): bars redrawn at most every two seconds keep
+    # even a long cell's widget updates far below that.
+    os.environ.setdefault("TQDM_MININTERVAL", "2")
     # Many kernels and workers share two cores: one thread each avoids oversubscription.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -56,6 +61,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.fspath)).suffix == ".ipynb":
             item.add_marker(pytest.mark.notebooks)
+
+
+class _Bars:
+    """tqdm.auto.tqdm replaced by a text bar drawn nowhere that keeps a list of the bars made (``made``),
+    whether each was shown (made enabled: ``bar.shown``) and its restarts (``bar.resets``: ``(description, total)``)."""
+
+    def __init__(self, monkeypatch):
+        import tqdm.auto
+
+        self.made = made = []
+
+        class Bar(tqdm.std.tqdm):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, file=io.StringIO(), **kw)
+                made.append(self)
+                self.shown, self.resets = not self.disable, []
+
+            def reset(self, total=None):
+                self.resets.append((self.desc, total))
+                super().reset(total)
+
+        monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+
+
+@pytest.fixture
+def tqdm_bars(monkeypatch) -> _Bars:
+    """Every progress bar made during the test (see ``_Bars``)."""
+    return _Bars(monkeypatch)
 
 
 def notebook_paths() -> list[Path]:

@@ -38,9 +38,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from labutils.train import TrainingBars
 
 HARNESS_VERSION = 2  # bump when a change in labutils changes what an unchanged recipe trains (2: no flips on digits)
 RESULT_FILE, MODEL_FILE, RECIPE_FILE = "result.json", "model.pt", "recipe.json"
@@ -389,7 +392,7 @@ def run(
     lab: str,
     profile: str | None = None,
     device=None,
-    progress: bool = True,
+    progress: bool | TrainingBars = True,
     retrain: bool = False,
 ) -> RunResult:
     """Train and test one recipe, or reload it from ``runs/<lab>/checkpoints/<key>/``; see the module docstring.
@@ -399,7 +402,8 @@ def run(
     sentence. ``retrain=True`` discards a finished run of the same key and trains again.
     A run whose loss becomes non-finite or diverges is a result too: it is kept (best weights) with
     ``diverged`` set to the error's sentence. An interrupt returns the partial run, not cached as finished;
-    calling ``run`` again resumes it.
+    calling ``run`` again resumes it. ``progress``: show training's bars, or reuse these
+    :class:`~labutils.train.TrainingBars`.
     """
     import torch
 
@@ -585,6 +589,8 @@ def run_all(
     """
     from tqdm.auto import tqdm
 
+    from labutils.train import TrainingBars
+
     keyed = isinstance(recipes, Mapping)
     items = list(recipes.items()) if keyed else list(enumerate(recipes))
     names = [r.name for _, r in items]
@@ -592,10 +598,11 @@ def run_all(
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"Two recipes are named {dup!r}: give every run of a lab its own name.")
     out = {}
-    bar = tqdm(items, desc=desc, unit="run")
-    for k, recipe in bar:
-        bar.set_postfix_str(recipe.name)
-        out[k] = run(recipe, lab=lab, profile=profile, device=device, progress=progress)
+    bar = tqdm(items, desc=desc, unit="run", disable=not progress)
+    with TrainingBars(progress) as bars:  # one epochs bar and one batches bar for every run
+        for k, recipe in bar:
+            bar.set_postfix_str(recipe.name)
+            out[k] = run(recipe, lab=lab, profile=profile, device=device, progress=bars)
     return out if keyed else list(out.values())
 
 

@@ -810,6 +810,70 @@ class _RunningMetrics:
         return self.correct / self.seen if self.counts_acc else math.nan
 
 
+class TrainingBars:
+    """The two progress bars of training, epochs and the batches of the current epoch, made once and reused.
+
+    :func:`fit` makes one for its run; :func:`labutils.experiment.run_all` makes one for all its runs, so a
+    lab that trains fifty configurations shows two bars that restart rather than a hundred that come and go.
+    In a notebook every new bar is about a dozen widgets; a cell that makes thousands of them floods the
+    kernel's message channel (messages beyond its buffer are dropped) and bloats the saved notebook.
+    ``enabled=False`` shows nothing. Use as a context manager, or call :meth:`close` when done.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = bool(enabled)
+        self._epochs = None
+        self._steps = None
+
+    def run(self, epochs: int, done: int = 0):
+        """The epochs bar, at ``done`` of ``epochs`` (``None`` when disabled)."""
+        if not self.enabled:
+            return None
+        if self._epochs is None:
+            from tqdm.auto import tqdm
+
+            self._epochs = tqdm(total=epochs, initial=done, desc="epochs", unit="ep", dynamic_ncols=True)
+        else:
+            self._epochs.reset(total=epochs)
+            self._epochs.set_postfix_str("", refresh=False)
+            self._epochs.n = self._epochs.initial = done  # (the rate counts from here)
+            self._epochs.refresh()
+        return self._epochs
+
+    def epoch(self, epoch: int, steps: int | None):
+        """The bar of one epoch's ``steps`` batches (``None``: unknown), at zero (``None`` when disabled)."""
+        if not self.enabled:
+            return None
+        if self._steps is None:
+            from tqdm.auto import tqdm
+
+            self._steps = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+        else:
+            self._steps.set_description_str(f"epoch {epoch}", refresh=False)
+            self._steps.set_postfix_str("", refresh=False)
+            self._steps.reset(total=steps)
+        return self._steps
+
+    def close(self) -> None:
+        for bar in (self._steps, self._epochs):
+            if bar is not None:
+                bar.close()
+        self._epochs = self._steps = None
+
+    def __enter__(self) -> TrainingBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _bars(progress: bool | TrainingBars) -> tuple[TrainingBars, bool]:
+    """``(bars to use, whether the caller made them and so closes them)``."""
+    if isinstance(progress, TrainingBars):
+        return progress, False
+    return TrainingBars(progress), True
+
+
 def _read_back(metrics: _RunningMetrics, guard: LossGuard, bar, tracker, *, epoch: int, global_step: int) -> None:
     """Every SYNC_EVERY steps: check the new losses, then show and log the running numbers."""
     losses, first_step = metrics.read_back()
@@ -838,7 +902,7 @@ def train_one_epoch(
     amp: bool = False,
     recorder=None,
     tracker=None,
-    progress: bool = False,
+    progress: bool | TrainingBars = False,
     guard: LossGuard | None = None,
 ) -> tuple[float, float, int]:
     """One pass over ``loader``: forward, loss, backward, (record gradients), optimizer step, (scheduler step).
@@ -847,19 +911,19 @@ def train_one_epoch(
     between backward and step. Losses and correct counts stay on the device and are read back every
     ``SYNC_EVERY`` steps and at the end, where ``guard`` raises on a NaN/inf or diverged loss.
     Returns ``(mean training loss per sample, training accuracy, global step after the epoch)``.
+    ``progress``: show a bar (``True``), or use these :class:`TrainingBars`.
     """
-    from tqdm.auto import tqdm
-
     guard = guard if guard is not None else LossGuard()
     mover = _Mover(device, channels_last=device.type == "cuda" and _has_conv(model))
     steps = _steps_per_epoch(loader, max_steps)
     batches = loader if steps is None else itertools.islice(loader, steps)
-    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True) if progress else None
+    bars, own_bars = _bars(progress)
+    bar = bars.epoch(epoch, steps)
     metrics = _RunningMetrics()
     autocast = _autocast(device, amp)  # one context, entered every step (made once: it is on the step's path)
     model.train()
     try:
-        for step, (x, y) in enumerate(batches if bar is None else bar, start=1):
+        for step, (x, y) in enumerate(batches, start=1):
             x, y = mover(x), mover(y)
             with autocast:
                 out = model(x)
@@ -873,12 +937,14 @@ def train_one_epoch(
                 scheduler.step()
             global_step += 1
             metrics.add(loss, out, y)
+            if bar is not None:
+                bar.update()
             if step % SYNC_EVERY == 0:
                 _read_back(metrics, guard, bar, tracker, epoch=epoch, global_step=global_step)
         _read_back(metrics, guard, bar, tracker, epoch=epoch, global_step=global_step)
     finally:
-        if bar is not None:
-            bar.close()
+        if own_bars:
+            bars.close()
     if metrics.seen == 0:
         raise ValueError(f"The training loader yielded no batches in epoch {epoch}.")
     return metrics.mean_loss, metrics.accuracy, global_step
@@ -904,7 +970,7 @@ def fit(
     tracker=None,
     device=None,
     loss_fn: Callable | None = None,
-    progress: bool = True,
+    progress: bool | TrainingBars = True,
     max_steps_per_epoch: int | None = None,
     amp: bool | None = None,
     architecture: Mapping[str, Any] | None = None,
@@ -931,14 +997,13 @@ def fit(
     - ``device``: default ``labutils.get_device()``. On CUDA: bf16 autocast (``amp``), channels-last
       convnets and non-blocking copies (use loaders with ``pin_memory=True`` for the copies to overlap).
     - ``loss_fn``: default cross-entropy (batch mean). ``max_steps_per_epoch`` caps batches per epoch.
+    - ``progress``: show an epochs bar and a batches bar (``True``), nothing, or reuse these :class:`TrainingBars`.
 
     Returns a :class:`History`. A NaN/inf training loss raises :class:`NonFiniteLossError`, a diverged
     one (see :class:`LossGuard`) :class:`DivergedLossError`, both naming the epoch and step, with the
     best weights put back. An interrupt (Ctrl-C, Jupyter's stop button) ends training cleanly: the best
     weights are put back, checkpoints stay, and the history so far is returned with ``interrupted=True``.
     """
-    from tqdm.auto import tqdm
-
     from labutils import get_device
 
     check_int("epochs", epochs)
@@ -973,7 +1038,8 @@ def fit(
         done = "nothing left to train" if len(history) >= epochs else f"resuming for epochs {len(history) + 1}-{epochs}"
         print(f"Loaded {ckpt_dir / LAST} after epoch {len(history)} of {epochs}: {done}.")
 
-    epoch_bar = tqdm(total=epochs, initial=len(history), desc="epochs", unit="ep", disable=not progress)
+    bars, own_bars = _bars(progress)
+    epoch_bar = bars.run(epochs, done=len(history))
     try:
         for epoch in range(len(history) + 1, epochs + 1):
             if stopper.should_stop:  # a resumed run that had already stopped early
@@ -993,7 +1059,7 @@ def fit(
                 amp=amp,
                 recorder=grad_recorder,
                 tracker=tracker,
-                progress=progress,
+                progress=bars,
                 guard=guard,
             )
             val_loss, val_acc, *_ = _eval_pass(model, val_loader, loss_fn=loss_fn, device=device, amp=amp, full=False)
@@ -1028,10 +1094,15 @@ def fit(
                 )
             if tracker is not None:
                 _log_epoch(tracker, row, grad_recorder, global_step)
-            epoch_bar.update(1)
-            epoch_bar.set_postfix(
-                loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", val_acc=f"{val_acc:.3f}", lr=f"{lr_now:.2g}"
-            )
+            if epoch_bar is not None:
+                epoch_bar.set_postfix(
+                    loss=f"{train_loss:.3f}",
+                    acc=f"{train_acc:.3f}",
+                    val_acc=f"{val_acc:.3f}",
+                    lr=f"{lr_now:.2g}",
+                    refresh=False,
+                )
+                epoch_bar.update(1)
             if stopper.should_stop:
                 history.stopped_early = True
                 break
@@ -1043,7 +1114,8 @@ def fit(
         kept = "the best weights are back in the model." if stopper.best_state is not None else "no epoch finished."
         print(f"Interrupted after {len(history)} complete epoch(s); {kept}")
     finally:
-        epoch_bar.close()
+        if own_bars:
+            bars.close()
     if history.stopped_early or history.interrupted:
         stopper.restore_best(model)
     if tracker is not None:

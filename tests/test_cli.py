@@ -283,8 +283,9 @@ FAKE_TQDM = (
 WIDGET_TQDM = "from tqdm.auto import tqdm\nimport time\nfor i in tqdm(range(N), desc='epochs'):\n    time.sleep(0.3)"
 
 
-def test_progress_names_the_cell_and_the_running_training_epoch(tmp_path):
+def test_progress_names_the_cell_and_the_running_training_epoch(tmp_path, monkeypatch):
     """Text tqdm on stderr and tqdm's notebook widget (what the labs show) both reach the progress line."""
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)  # (conftest slows bars for nbval) it watches one move
     path = _notebook(tmp_path / "87_progress.ipynb", FAKE_TQDM, checked=WIDGET_TQDM)
     seen: list[str] = []
     [run] = nbtools.run_notebooks(

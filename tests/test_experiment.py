@@ -195,3 +195,15 @@ def test_run_all_keeps_the_keys_or_the_order_and_refuses_duplicate_names(runs):
     assert [r.name for r in listed] == ["a", "b"] and all(r.loaded for r in listed)
     with pytest.raises(ValueError, match="Two recipes are named 'a'"):
         experiment.run_all([tiny("a"), tiny("a", lr=0.1)], lab="lab", profile="quick")
+
+
+def test_run_all_shows_three_bars_for_any_number_of_runs(runs, tqdm_bars):
+    """The runs bar, and one epochs bar and one batches bar restarted for every run (not two new ones each)."""
+    bars = tqdm_bars
+    recipes = [tiny(f"r{i}", epochs=2, seed=i) for i in range(3)]
+    experiment.run_all(recipes, lab="lab", profile="quick", desc="sweep")
+    assert [b.desc for b in bars.made] == ["sweep", "epochs", "epoch 2"] and all(b.disable for b in bars.made)
+    runs_bar, epochs_bar, _ = bars.made
+    assert runs_bar.n == 3 and len(epochs_bar.resets) == 2 and (epochs_bar.n, epochs_bar.total) == (2, 2)
+    experiment.run_all(recipes, lab="lab", profile="quick", progress=False)  # all cached, and no bar shown
+    assert not any(b.shown for b in bars.made[3:])

@@ -161,6 +161,32 @@ def test_progress_bar_numbers_are_throttled(monkeypatch, every_s, per_epoch):
     assert all(0 < loss < 5 and 0 <= acc <= 1 for *_, loss, acc in updates)
 
 
+def test_one_epochs_bar_and_one_batches_bar_per_fit_reused_every_epoch(tqdm_bars):
+    """A notebook bar is a dozen widgets: fit makes two bars, however many epochs, and restarts the batches bar."""
+    bars = tqdm_bars
+    run(mlp(), *make_data(), epochs=3, progress=True)
+    epochs, steps = bars.made
+    assert epochs.desc == "epochs" and (epochs.n, epochs.total) == (3, 3) and "val_acc" in epochs.postfix
+    assert steps.desc == "epoch 3" and steps.n == steps.total == N_TRAIN // BATCH
+    assert steps.resets == [("epoch 2", 6), ("epoch 3", 6)]  # made for epoch 1, restarted for 2 and 3
+    assert epochs.disable and steps.disable  # closed when fit returned
+
+
+def test_training_bars_are_shared_by_fits_and_closed_by_their_owner(tqdm_bars, tmp_path):
+    bars = tqdm_bars
+    train, val = make_data()
+    with T.TrainingBars() as shared:
+        run(mlp(), train, val, epochs=2, progress=shared, checkpoint_dir=tmp_path)
+        run(mlp(), train, val, epochs=3, progress=shared, checkpoint_dir=tmp_path)  # resumes after epoch 2
+        epochs, steps = bars.made
+        assert not epochs.disable  # still open: fit did not make them, so it does not close them
+        assert (epochs.n, epochs.total, epochs.initial) == (3, 3, 2)  # the rate counts the resumed run's epoch
+    assert len(bars.made) == 2 and epochs.disable and steps.disable
+    with T.TrainingBars(enabled=False) as off:
+        run(mlp(), train, val, epochs=1, progress=off)
+    assert len(bars.made) == 2
+
+
 def test_max_steps_per_epoch_caps_batches():
     train, val = make_data()
     calls = []
