@@ -20,7 +20,8 @@ run happens outside the timed region (a bare loop that logged to wandb would pay
 reported on its own line. wandb (0.31, the version checked) runs its service (``wandb-core``) and system monitor
 (``wandb-symon``) as child processes: their CPU time is not in this process's, and they run whether or
 not the loop logs; what the run costs in this process is ``run.log`` (serialising and sending each call,
-~0.1 ms for a few keys on the course machine), which ``fit`` calls a few times per epoch. The load average
+~0.3-0.6 ms a call on the course machine), which ``fit`` calls once per epoch (and within an epoch at most
+every ``LOG_EVERY_S`` seconds for the running loss). The load average
 at the start and end of each workload is printed, since a loaded machine inflates every ratio's spread.
 
     .venv/bin/python benchmarks/bench_fit_overhead.py                     # all workloads, 1 thread (~6 min)

@@ -100,8 +100,7 @@ class Tracker:
 
     def summary(self, **values: Any) -> None:
         if self.run is not None:
-            for key, value in values.items():
-                self.run.summary[key] = value
+            self.run.summary.update(values)  # one message to wandb, not one per key
 
     def log_artifact(self, path: str | os.PathLike, name: str, type: str = "model") -> None:
         """Attach a file (e.g. the best checkpoint) to the run as a versioned artifact."""

@@ -527,6 +527,20 @@ def test_tracker_and_recorder_calls(tmp_path):
     assert steps == sorted(steps)  # wandb needs non-decreasing steps
 
 
+@pytest.mark.parametrize("every_s, expected", [(0.0, [2, 4, 8, 10]), (1e9, [])])
+def test_running_loss_is_logged_within_an_epoch_at_most_every_log_every_s(monkeypatch, every_s, expected):
+    """Mid-epoch read-backs log the running loss (here at every one, or never); the last read-back of an epoch
+    does not: the epoch's row, logged at the same step, has the loss of the whole epoch."""
+    monkeypatch.setattr(T, "SYNC_EVERY", 2)  # 6 steps per epoch: read-backs after steps 2, 4 and 6
+    monkeypatch.setattr(T, "LOG_EVERY_S", every_s)
+    tracker = FakeTracker()
+    hist = run(mlp(), *make_data(), epochs=2, tracker=tracker)
+    running = [(s, m["train/loss_running"]) for s, m in tracker.logs if "train/loss_running" in m]
+    assert [s for s, _ in running] == expected
+    assert all(0 < loss < 5 for _, loss in running) and len(hist) == 2
+    assert [s for s, m in tracker.logs if "train/loss" in m] == [6, 12]
+
+
 def test_real_offline_wandb_tracker(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from labutils.tracking import Tracker
