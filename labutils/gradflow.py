@@ -541,13 +541,16 @@ class GradientRecorder:
         layer order, then the dead-ReLU fractions."""
         if not self._pending:
             return
-        rows = self._rows
+        self._host.append(self._to_host(self._rows, self._pending))
+        self._rows, self._pending, self._flush_at, self._sized = [], [], self.FLUSH_STEPS, False
+
+    def _to_host(self, rows: list[torch.Tensor], pending: list[list[tuple]]) -> np.ndarray:
+        """Recorded steps still on the device as one ``(S, 2L + R)`` float64 host block (see :meth:`_flush`)."""
         if any(r.device != rows[0].device for r in rows):  # the model moved between devices
             rows = [r.cpu() for r in rows]
         norms = torch.stack(rows).cpu().numpy().astype(np.float64)
         norms = np.concatenate([norms, np.full((len(norms), 1), np.nan)], axis=1)[:, self._columns]
-        self._host.append(np.concatenate([norms, self._dead.fractions(self._pending)], axis=1))
-        self._rows, self._pending, self._flush_at, self._sized = [], [], self.FLUSH_STEPS, False
+        return np.concatenate([norms, self._dead.fractions(pending)], axis=1)
 
     def reset(self) -> None:
         """Forget everything recorded (hooks stay as they are)."""
@@ -595,8 +598,9 @@ class GradientRecorder:
         """
         if not self._steps:
             return _latest(self.history)
-        self._flush()  # the last row only: no concatenation of the whole history (fit calls this every epoch)
-        last = self._host[-1][-1:]
+        # the last step alone: the pending block stays on the device (fit calls this every epoch; moving a
+        # block to the host costs ~1 ms however few its steps, so it waits until FLUSH_STEPS are recorded)
+        last = self._to_host(self._rows[-1:], self._pending[-1:]) if self._pending else self._host[-1][-1:]
         n_l = len(self.layer_names)
         return _latest(
             {
