@@ -101,6 +101,8 @@ def execute_notebook(stem: str, parameters: dict | None = None, runs: Path | Non
     executed notebook's path."""
     import papermill as pm
 
+    from labutils.nbtools import papermill_engine
+
     source = NOTEBOOKS / f"{stem}.ipynb"
     if not source.exists():
         raise FileNotFoundError(f"No notebook {source}")
@@ -116,6 +118,7 @@ def execute_notebook(stem: str, parameters: dict | None = None, runs: Path | Non
             parameters={"PROFILE": "quick", **(parameters or {})},
             cwd=str(NOTEBOOKS),
             kernel_name="python3",
+            engine_name=papermill_engine(),
             progress_bar=False,
             log_output=False,
         )

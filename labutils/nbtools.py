@@ -376,6 +376,10 @@ def _notebook_client_class():
 
             jupyter_client interrupts (SIGINT) a kernel before shutting it down; one still finishing its last
             request then logs "KeyboardInterrupt caught in kernel" although nothing went wrong.
+
+            The heartbeat channel is stopped here too, while the kernel still answers. nbclient shuts the
+            kernel down first and stops the channels after; a heartbeat thread caught mid-ping by the shutdown
+            can then wait forever, and stopping the channels waits on it (a test run hung there once).
             """
             self.reset_execution_trackers()
             with self.setup_kernel(**kwargs):
@@ -390,6 +394,8 @@ def _notebook_client_class():
                         parent = msg["parent_header"].get("msg_id")
                         if parent == msg_id and msg["content"].get("execution_state") == "idle":
                             break
+                if self.kc.hb_channel.is_alive():
+                    self.kc.hb_channel.stop()  # while the kernel is alive: see the docstring
             return self.nb
 
     return LabNotebookClient
@@ -405,8 +411,9 @@ def _kernel_config():
     return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
-def _register_engine() -> str:
-    """Register the papermill engine ``labutils``: papermill's NBClientEngine with the client above."""
+def papermill_engine() -> str:
+    """Register the papermill engine ``labutils`` (papermill's NBClientEngine with the client above) and return
+    its name, for ``papermill.execute_notebook(..., engine_name=papermill_engine())``."""
     from papermill.engines import NBClientEngine, papermill_engines
 
     class LabEngine(NBClientEngine):
@@ -531,7 +538,7 @@ def _run_one(path: Path, parameters: dict[str, Any], runs: Path, watch: Notebook
             parameters=parameters,
             cwd=str(path.parent),
             kernel_name="python3",
-            engine_name=_register_engine(),
+            engine_name=papermill_engine(),
             progress_bar=False,
             progress=watch,
         )

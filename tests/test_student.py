@@ -171,6 +171,8 @@ def test_generated_lab_has_stubs_and_no_solutions(edition, stem):
 def _run(path, tmp_path, monkeypatch):
     import papermill as pm
 
+    from labutils.nbtools import papermill_engine
+
     monkeypatch.setenv("LABS_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("LABS_PROFILE", "quick")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -181,6 +183,7 @@ def _run(path, tmp_path, monkeypatch):
         parameters={"PROFILE": "quick"},
         cwd=str(NOTEBOOKS),
         kernel_name="python3",
+        engine_name=papermill_engine(),
         progress_bar=False,
         log_output=False,
     )
