@@ -946,8 +946,8 @@ def train_one_epoch(
             metrics.add(loss, out, y)
             if bar is not None:
                 bar.update()
-            if step % SYNC_EVERY == 0 and step != steps:  # (the last step: read back after the loop)
-                _read_back(metrics, guard, bar, tracker, epoch=epoch, global_step=global_step)
+            if step % SYNC_EVERY == 0:
+                _read_back(metrics, guard, bar, tracker, epoch=epoch, global_step=global_step, last=step == steps)
         _read_back(metrics, guard, bar, tracker, epoch=epoch, global_step=global_step, last=True)
     finally:
         if own_bars:

@@ -449,6 +449,18 @@ def notebook_digest(name: str) -> str:
     return hashlib.sha256((NOTEBOOKS / name).read_bytes()).hexdigest()
 
 
+@contextmanager
+def notebook_run_in_lab(driver, server: LabServer, name: str):
+    """Open ``notebooks/<name>`` in JupyterLab and run all its cells cleanly (diagnosed on failure, kernels shut
+    down after); on leaving, the file on disk must be unchanged by the session."""
+    before = notebook_digest(name)
+    with diagnosed(driver, server, name), kernels_shut_down(server):
+        open_notebook(driver, server, name)
+        assert_ran_cleanly(run_all_cells(driver))
+        yield
+    assert notebook_digest(name) == before, f"the browser session changed notebooks/{name} on disk"
+
+
 # ---------------------------------------------------------------------------------------------- the tests
 
 
@@ -457,11 +469,7 @@ def test_lab04_runs_in_jupyterlab_and_depth_widget_redraws(lab_server, browser):
     from selenium.webdriver.support.ui import Select
 
     name = "04_residual_mlp.ipynb"
-    before = notebook_digest(name)
-    with diagnosed(browser, lab_server, name), kernels_shut_down(lab_server):
-        open_notebook(browser, lab_server, name)
-        assert_ran_cleanly(run_all_cells(browser))
-
+    with notebook_run_in_lab(browser, lab_server, name):
         dropdowns = browser.find_elements(
             By.XPATH,
             "//div[contains(@class,'widget-dropdown')][.//label[normalize-space()='depth']]//select",
@@ -491,21 +499,16 @@ def test_lab04_runs_in_jupyterlab_and_depth_widget_redraws(lab_server, browser):
         assert len(redrawn) == 1, f"after the change the widget shows {len(redrawn)} images, expected one"
         assert_ran_cleanly(notebook_state(browser))  # the callback's own errors land in the widget's output
         screenshot(browser, interact, "04_depth_widget.png")
-    assert notebook_digest(name) == before, f"the browser session changed notebooks/{name} on disk"
 
 
 def test_lab00_sample_grids_render_as_images(lab_server, browser):
     from selenium.webdriver.common.by import By
 
     name = "00_setup_and_data.ipynb"
-    before = notebook_digest(name)
-    with diagnosed(browser, lab_server, name), kernels_shut_down(lab_server):
-        open_notebook(browser, lab_server, name)
-        assert_ran_cleanly(run_all_cells(browser))
+    with notebook_run_in_lab(browser, lab_server, name):
         cell = code_cell_containing(browser, "viz.image_grid(")
         grids = loaded_images(browser, cell)
         # The quick profile loads every dataset, real or as a synthetic stand-in: one grid each.
         assert len(grids) == len(data.DATASETS), f"{len(grids)} sample grids rendered for {len(data.DATASETS)} datasets"
         assert all(src.startswith("data:image/png;base64,") for src in grids)
         screenshot(browser, cell.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")[0], "00_mnist_grid.png")
-    assert notebook_digest(name) == before, f"the browser session changed notebooks/{name} on disk"
