@@ -216,12 +216,13 @@ def history_at(h: Mapping[str, Any], step: int | None = None, kind: str = "weigh
     return {name: float(v) for name, v in zip(names, h[kind][i])}
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)  # gradients whose norms are measured in float32
 STACK_NUMEL = 1 << 12  # gradients and ReLU outputs up to this size are reduced in stacked groups
 #   (about where copying a tensor into a stack costs what one more small operation costs on the CPU)
 
 
 class _BatchedNorms:
-    """The L2 norms of a fixed list of parameters' gradients, as one float32 row, in a few device operations.
+    """The L2 norms of a fixed list of parameters' gradients, as one row, in a few device operations.
 
     On CUDA one fused ``torch._foreach_norm`` measures them all. On the CPU ``_foreach_norm`` is a loop of
     single norms (~1 µs each), so small parameters of one shape (the 16x16 hidden layers of a deep MLP, their
@@ -229,10 +230,12 @@ class _BatchedNorms:
     in row order: first the rest, then each group; ``order[i]`` is where the i-th given parameter sits.
 
     In a training loop these operations run with cold caches (the forward and backward passes came between
-    two records), where the distinct kernels a record uses cost more than their arithmetic (~120 µs a step
-    here against ~30 µs in a tight loop, on the depth-32, width-16 MLP): writing the norms through ``out=``
-    views of a preallocated row cost ~10 µs a step more than one ``torch.cat`` of the parts (alternating the
-    two from step to step), though it is the faster of the two in a tight loop.
+    two records), where each distinct operation a record uses costs more than its arithmetic: 10-30 µs for a
+    stack of six numbers or entering ``torch.no_grad()``, against 1-3 µs in a tight loop. So a record only
+    measures (:meth:`measure`), and the parts of many steps are joined into rows at once (:meth:`rows`). On the
+    784-256-256-10 MLP that took a record from ~190 to ~110 µs in a ~3 ms step (timed in a training loop whose
+    steps alternate between recording and not), most of the rest being the norm of the 784x256 gradient read
+    from memory.
     """
 
     def __init__(self, params: Sequence[nn.Parameter], stack_numel: int = STACK_NUMEL):
@@ -248,44 +251,70 @@ class _BatchedNorms:
         self.order = np.empty(len(params), dtype=np.int64)
         self.order[row_order] = np.arange(len(params))
         self.n_rest = len(rest)
-        self.rest = self.params[: self.n_rest]
         self.groups: list[tuple[int, int, tuple[int, ...]]] = []  # (start, stop, dims of one gradient) in the row
         start = self.n_rest
         for idx in grouped:
             self.groups.append((start, start + len(idx), tuple(range(1, params[idx[0]].dim() + 1))))
             start += len(idx)
-        self.grouped = [self.params[start:stop] for start, stop, _ in self.groups]
 
     def __len__(self) -> int:
         return len(self.params)
 
-    def measure(self) -> torch.Tensor:
-        """The ``(P,)`` float32 norms of the gradients now in ``.grad``, on their device (NaN: no gradient)."""
-        rest = [p.grad for p in self.rest]
-        grouped = [[p.grad for p in group] for group in self.grouped]
-        f32 = torch.float32  # float32 norms whatever the gradients' dtype (bf16 models)
-        # (not `None in grads`: that compares every tensor with == and costs milliseconds)
-        if any(g is None for g in rest) or any(g is None for grads in grouped for g in grads):
-            return self._measure_present([p.grad for p in self.params])
-        first = rest[0] if rest else grouped[0][0]
-        if first.device.type != "cpu":
-            return torch.stack(torch._foreach_norm(rest + [g for grads in grouped for g in grads], 2, dtype=f32))
-        # float32 gradients are measured without the dtype argument, which costs a slower kernel on the CPU
-        parts = []
-        if rest:
-            norms = torch._foreach_norm(rest, 2) if self._all_f32(rest) else torch._foreach_norm(rest, 2, dtype=f32)
-            parts.append(torch.stack(norms))
-        for grads, (_, _, dims) in zip(grouped, self.groups):
-            stacked = torch.stack(grads)
-            if stacked.dtype == f32:
-                parts.append(torch.linalg.vector_norm(stacked, dim=dims))
-            else:
-                parts.append(torch.linalg.vector_norm(stacked, dim=dims, dtype=f32))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    def measure(self) -> Sequence[torch.Tensor] | torch.Tensor:
+        """The norms of the gradients now in ``.grad`` (float32, float64 for float64 gradients; on their device), as
+        :meth:`rows` reads them.
+
+        Usually the parts as they come out of the kernels, not yet one row: on the CPU the 0-d norms of the rest
+        then one ``(G,)`` norm per group; on other devices one 0-d norm per parameter. Joining them into a row
+        is left to :meth:`rows`, once for many steps: in a training loop each small operation of a record costs
+        10-30 µs (its code and data are out of the caches after the backward pass), so a record does as few as it
+        can. With a gradient missing (a layer that took no part) it is one ``(P,)`` row with NaN there.
+        """
+        grads = [p.grad for p in self.params]
+        try:  # (a missing gradient fails the first operation: see _measure_present)
+            norms = self._measure_all(grads)
+            if any(n.dtype in LOW_PRECISION for n in norms):  # (fewer to check than the gradients)
+                norms = self._measure_all(grads, dtype=torch.float32)
+        except (TypeError, AttributeError):
+            if any(g is None for g in grads):  # (not `None in grads`: that compares every tensor with ==)
+                return self._measure_present(grads)
+            raise
+        if norms[0].requires_grad:  # gradients of a create_graph backward: keep the numbers, not a graph
+            norms = [n.detach() for n in norms]
+        return norms
+
+    def rows(self, measured: Sequence[Sequence[torch.Tensor] | torch.Tensor]) -> torch.Tensor:
+        """``(S, P)`` norms in row order from :meth:`measure`'s results of ``S`` steps (on the host if the
+        model moved between devices)."""
+        first = measured[0]
+        if isinstance(first, torch.Tensor) or any(
+            isinstance(m, torch.Tensor) or len(m) != len(first) or m[0].device != first[0].device for m in measured
+        ):  # a row with a missing gradient, or a model that moved: one row at a time
+            return torch.stack([self._row(m).cpu() for m in measured])
+        n_scalars = sum(1 for t in first if t.dim() == 0)  # (the scalars come first, then the groups)
+        columns = [torch.stack([m[k] for m in measured]) for k in range(n_scalars, len(first))]
+        if n_scalars:
+            scalars = torch.stack([t for m in measured for t in m[:n_scalars]]).reshape(len(measured), n_scalars)
+            columns.insert(0, scalars)
+        return columns[0] if len(columns) == 1 else torch.cat(columns, dim=1)
 
     @staticmethod
-    def _all_f32(grads: list[torch.Tensor]) -> bool:
-        return all(g.dtype == torch.float32 for g in grads)
+    def _row(measured: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """One step's ``(P,)`` row (the parts are in row order)."""
+        return measured if isinstance(measured, torch.Tensor) else torch.cat([t.reshape(-1) for t in measured])
+
+    def _measure_all(self, grads: list[torch.Tensor], dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+        """On the CPU the rest's 0-d norms, then each group's ``(G,)`` norms; elsewhere one fused kernel's 0-d
+        norms. Without ``dtype`` each norm comes out in its gradient's dtype: float32 gradients are measured
+        without the argument, which costs a slower kernel on the CPU, and :meth:`measure` measures bfloat16 and
+        float16 ones again in float32 (float64 ones stay float64)."""
+        kw = {} if dtype is None else {"dtype": dtype}
+        if not grads[0].is_cpu:
+            return list(torch._foreach_norm(grads, 2, **kw))
+        norms = list(torch._foreach_norm(grads[: self.n_rest], 2, **kw)) if self.n_rest else []
+        for start, stop, dims in self.groups:
+            norms.append(torch.linalg.vector_norm(torch.stack(grads[start:stop]), dim=dims, **kw))
+        return norms
 
     def _measure_present(self, grads: list[torch.Tensor | None]) -> torch.Tensor:
         """Layers that took no part in this backward pass get NaN; the others one fused norm."""
@@ -293,7 +322,9 @@ class _BatchedNorms:
         device = grads[present[0]].device if present else self.params[0].device
         row = torch.full((len(grads),), math.nan, device=device)
         if present:
-            row[present] = torch.stack(torch._foreach_norm([grads[i] for i in present], 2, dtype=torch.float32))
+            measured = [grads[i].float() if grads[i].dtype in LOW_PRECISION else grads[i] for i in present]
+            with torch.no_grad():
+                row[present] = torch.stack(torch._foreach_norm(measured, 2)).to(row.dtype)
         return row
 
 
@@ -314,6 +345,8 @@ class _Watch:
         self.module, self.index, self.dead = module, index, dead
         self.previous = module.__dict__.get("forward")  # an instance forward set before (restored on detach)
         self.inner = module.forward
+        if self.previous is None and type(module) is nn.ReLU and not module.inplace:
+            self.inner = torch.relu  # what nn.ReLU.forward calls, without the two Python functions in between
 
     def __call__(self, *args, **kwargs):
         output = self.inner(*args, **kwargs)
@@ -352,6 +385,7 @@ class _DeadUnits:
         self.activity: list[torch.Tensor | tuple | None] = [None] * len(relus)
         self.none = [None] * len(relus)
         self.stacks: dict[tuple, torch.Tensor] = {}  # reused stack buffers: see take
+        self.whole: tuple | None = None  # (indices, buffer, dims) when all outputs went into one stack: _take_whole
         self.armed = True
         self.handles: list[_Watch] = []  # the wrappers now in place
         self.kept = [type(m) is nn.ReLU for m in self.modules]  # kept whole when small (see above)
@@ -393,8 +427,13 @@ class _DeadUnits:
         """This step's per-unit statistics as ``(ReLU indices, statistics)`` blocks, then :meth:`clear`:
         ``((i,), (units,))`` for an output reduced in its hook, ``((i, j, ...), (G, units))`` for kept outputs
         of one shape. An output changed in place since its forward pass is left out (its fraction is unknown)."""
+        act, whole = self.activity, self.whole
+        if whole is not None and all(type(a) is tuple and a[0]._version == a[1] for a in act):
+            blocks = self._take_whole(act, *whole)  # (the common case: see _take_whole)
+            if blocks is not None:
+                return blocks
         blocks, same = [], {}
-        for i, a in enumerate(self.activity):
+        for i, a in enumerate(act):
             if a is None:
                 continue
             if type(a) is not tuple:
@@ -415,11 +454,30 @@ class _DeadUnits:
                 if len(self.stacks) >= 4:  # (shapes that keep changing: keep the newest only)
                     self.stacks.clear()
                 buffer = self.stacks[key] = first.new_empty((len(outputs), *first.shape))
-            stacked = torch.stack(outputs, out=buffer)  # (G, N, units, positions...)
-            dims = 1 if stacked.dim() == 3 else (1, *range(3, stacked.dim()))
-            blocks.append((tuple(indices), stacked.sum(dim=dims)))
+            dims = 1 if buffer.dim() == 3 else (1, *range(3, buffer.dim()))
+            with torch.no_grad():  # (the outputs are part of the autograd graph)
+                stacked = torch.stack(outputs, out=buffer)  # (G, N, units, positions...)
+                blocks.append((tuple(indices), stacked.sum(dim=dims)))
+            if len(indices) == len(act):  # every module's output in one stack: the next step can skip the sorting
+                self.whole = (tuple(indices), buffer, dims)
         self.activity[:] = self.none
         return blocks
+
+    def _take_whole(self, act: list, indices: tuple[int, ...], buffer: torch.Tensor, dims) -> list | None:
+        """:meth:`take` when every watched module kept its output, unchanged, and they went into one stack last
+        time: the same stack and sum, without sorting the outputs by shape one at a time. None (nothing done) if
+        the outputs no longer fit that stack (another batch size, dtype or device)."""
+        outputs = [a[0] for a in act]
+        try:
+            with torch.no_grad():  # (the outputs are part of the autograd graph)
+                stacked = torch.stack(outputs, out=buffer) if outputs[0].shape == buffer.shape[1:] else None
+        except RuntimeError:  # outputs of different shapes, or another dtype or device than the buffer
+            stacked = None
+        if stacked is None:
+            self.whole = None
+            return None
+        self.activity[:] = self.none
+        return [(indices, stacked.sum(dim=dims))]
 
     def fractions(self, rows: list[list[tuple[tuple[int, ...], torch.Tensor]]]) -> np.ndarray:
         """``(S, R)`` fraction of units dead on the batch (statistic <= 0, see :func:`_unit_activity`), per step
@@ -513,7 +571,6 @@ class GradientRecorder:
     def __exit__(self, *exc) -> None:
         self.detach()
 
-    @torch.no_grad()
     def record(self, step: int) -> bool:
         """Measure the gradients now in ``.grad`` (call after ``backward()``, before ``optimizer.step()``).
 
@@ -544,18 +601,16 @@ class GradientRecorder:
         self._host.append(self._to_host(self._rows, self._pending))
         self._rows, self._pending, self._flush_at, self._sized = [], [], self.FLUSH_STEPS, False
 
-    def _to_host(self, rows: list[torch.Tensor], pending: list[list[tuple]]) -> np.ndarray:
+    def _to_host(self, rows: list, pending: list[list[tuple]]) -> np.ndarray:
         """Recorded steps still on the device as one ``(S, 2L + R)`` float64 host block (see :meth:`_flush`)."""
-        if any(r.device != rows[0].device for r in rows):  # the model moved between devices
-            rows = [r.cpu() for r in rows]
-        norms = torch.stack(rows).cpu().numpy().astype(np.float64)
+        norms = self._norms.rows(rows).cpu().numpy().astype(np.float64)
         norms = np.concatenate([norms, np.full((len(norms), 1), np.nan)], axis=1)[:, self._columns]
         return np.concatenate([norms, self._dead.fractions(pending)], axis=1)
 
     def reset(self) -> None:
         """Forget everything recorded (hooks stay as they are)."""
         self._steps: list[int] = []
-        self._rows: list[torch.Tensor] = []  # per step waiting on the device: its (P,) float32 norms ...
+        self._rows: list = []  # per step waiting on the device: its norms (see _BatchedNorms.measure) ...
         self._pending: list[list[tuple]] = []  # ... and its dead-unit blocks
         self._host: list[np.ndarray] = []  # (S_block, 2L + R) float64 blocks already on the host
         self._flush_at, self._sized, self._cache = self.FLUSH_STEPS, False, None

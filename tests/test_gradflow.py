@@ -103,6 +103,45 @@ def test_layers_without_gradient_are_nan():
     assert np.isnan(w[-1]) and np.isfinite(w[:-1]).all()
 
 
+@pytest.mark.parametrize("missing", ["stem.weight", "fc.weight"])
+def test_steps_with_a_missing_gradient_among_full_steps_equal_the_reference(missing):
+    """A record keeps its norms as the kernels return them and joins many steps into rows at once; a step where a
+    layer took no part (its own NaN row), whether the first measured gradient or a later one, sits among normal
+    steps in the same block, and the rows still equal the readable recorder's."""
+    torch.manual_seed(0)
+    model = MLP(20, 3, width=8, depth=9, residual=True)
+    fast, reference = GradientRecorder(model), gradflow.ReferenceGradientRecorder(model)
+    param = model.get_parameter(missing)
+    with fast, reference:
+        for step in range(5):
+            _step(model, *_batch(seed=step))
+            if step in (1, 3):
+                param.grad = None
+            fast.record(step), reference.record(step)
+    hf, hr = fast.history, reference.history
+    for key in ("weight", "bias", "dead_relu"):
+        np.testing.assert_allclose(hf[key], hr[key], rtol=1e-6, atol=0, equal_nan=True, err_msg=key)
+    column = hr["layers"].index(missing.rsplit(".", 1)[0])
+    assert np.isnan(hf["weight"][[1, 3], column]).all() and np.isfinite(hf["weight"][[0, 2, 4]]).all()
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_gradients_of_a_create_graph_backward_are_recorded_as_numbers():
+    """After ``backward(create_graph=True)`` the gradients are part of a graph; the recorder keeps plain numbers
+    (nothing that would hold the graph alive until the next copy to the host)."""
+    torch.manual_seed(0)
+    model = MLP(20, 3, width=8, depth=3)
+    recorder = GradientRecorder(model)
+    x, y = _batch()
+    model.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(x), y).backward(create_graph=True)
+    assert model.fc.weight.grad.requires_grad
+    recorder.record(0)
+    assert not any(t.requires_grad for t in recorder._rows[-1])
+    np.testing.assert_allclose(recorder.history["weight"][0], _hand_norms(model)[1], rtol=1e-5)
+    model.zero_grad(set_to_none=True)
+
+
 # The recorder reduces small nn.ReLU outputs in record() (stacked by shape) and other ones in the hook;
 # STACK_NUMEL = 0 sends every output down the second path.
 BOTH_PATHS = pytest.mark.parametrize("stack_numel", [1 << 16, 0], ids=["stacked", "in-hook"])
@@ -504,6 +543,7 @@ def test_recorder_works_inside_fit():
         ("residual-mlp", 1),
         ("residual-mlp", 3),
         ("residual-mlp-bf16", 1),
+        ("residual-mlp-f64", 1),
         ("residual-mlp-batch-sizes", 1),
         ("cnn", 1),
         ("cnn-frozen-bias", 2),
@@ -511,14 +551,15 @@ def test_recorder_works_inside_fit():
 )
 def test_fast_recorder_equals_the_reference(name, every):
     """The batched recorder stores the same history as the readable one (rtol 1e-6), trained side by side: also
-    for a bfloat16 model (float32 norms of bfloat16 gradients) and when the batch size changes from step to step
-    (the stacked ReLU outputs go into buffers kept per shape)."""
+    for a bfloat16 model (float32 norms of bfloat16 gradients), a float64 one, and when the batch size changes
+    from step to step (the stacked ReLU outputs go into buffers kept per shape)."""
     torch.manual_seed(0)
     if "mlp" in name:
         model = MLP(20, 3, width=8, depth=9, residual=name.startswith("residual"))
         x, y = _batch(n=16)
-        if name.endswith("bf16"):
-            model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+        if name.endswith(("bf16", "f64")):
+            dtype = torch.bfloat16 if name.endswith("bf16") else torch.float64
+            model, x = model.to(dtype), x.to(dtype)
     else:
         model = SimpleCNN(num_classes=3, width=4)
         x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,))
