@@ -777,7 +777,11 @@ def test_early_stopping_class():
     assert not never.should_stop and never.best_epoch == 1
 
 
-def test_train_one_epoch_is_the_textbook_loop():
+@pytest.mark.parametrize("keep_scores", [1 << 16, 0], ids=["scores-kept", "argmax-at-once"])
+def test_train_one_epoch_is_the_textbook_loop(monkeypatch, keep_scores):
+    """Same weights, loss and accuracy as the textbook loop, whether a batch's class scores wait whole for the
+    read-back or, when larger than KEEP_SCORES, are reduced to their argmax at once."""
+    monkeypatch.setattr(T._RunningMetrics, "KEEP_SCORES", keep_scores)
     train, _ = make_data()
     model, ref = mlp(dropout=0.0), mlp(dropout=0.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
