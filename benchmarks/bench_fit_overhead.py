@@ -23,8 +23,9 @@ not the loop logs; what the run costs in this process is ``run.log`` (serialisin
 ~0.3-0.6 ms a call on the course machine), which ``fit`` calls once per epoch (and within an epoch at most
 every ``LOG_EVERY_S`` seconds for the running loss). The load average
 at the start and end of each workload is printed, since a loaded machine inflates every ratio's spread.
-On the course machine (a shared 2-core VM) the same code measured +3.5 % and +11.7 % on deep-mlp in two
-invocations of 21 repeats each: compare ratios across several invocations before calling a change a gain.
+On the course machine (a shared 2-core VM) the ratios shift by several points from one invocation to the
+next (fit alone on deep-mlp: 0.95 in one, 1.035 in another), more than the spread within one: compare several
+invocations before calling a change a gain.
 
     .venv/bin/python benchmarks/bench_fit_overhead.py                     # all workloads, 1 thread (~11 min)
     .venv/bin/python benchmarks/bench_fit_overhead.py --model mlp --repeats 21 --breakdown
