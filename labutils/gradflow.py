@@ -319,12 +319,13 @@ class _BatchedNorms:
     def _measure_present(self, grads: list[torch.Tensor | None]) -> torch.Tensor:
         """Layers that took no part in this backward pass get NaN; the others one fused norm."""
         present = [i for i, g in enumerate(grads) if g is not None]
-        device = grads[present[0]].device if present else self.params[0].device
-        row = torch.full((len(grads),), math.nan, device=device)
-        if present:
-            measured = [grads[i].float() if grads[i].dtype in LOW_PRECISION else grads[i] for i in present]
-            with torch.no_grad():
-                row[present] = torch.stack(torch._foreach_norm(measured, 2)).to(row.dtype)
+        if not present:
+            return torch.full((len(grads),), math.nan, device=self.params[0].device)
+        measured = [grads[i].float() if grads[i].dtype in LOW_PRECISION else grads[i] for i in present]
+        with torch.no_grad():
+            norms = torch.stack(torch._foreach_norm(measured, 2))
+            row = torch.full((len(grads),), math.nan, device=norms.device, dtype=norms.dtype)
+            row[present] = norms
         return row
 
 

@@ -824,3 +824,16 @@ def test_one_plot_histories_for_torch_and_scratch_histories():
         plot_histories({"torch": torch_run}, metrics=["lr_max"])
     with pytest.raises(ValueError, match="History 'scratch' has no 'lr'"):
         plot_histories({"scratch": scratch_run}, metrics=["lr"])
+
+
+def test_running_metrics_count_exactly_for_half_precision_losses():
+    """A float16 loss must not make the correct count float16 (integers above 2048 are not all float16 numbers)."""
+    metrics = T._RunningMetrics()
+    for n in (1000, 1000, 1001):
+        y = torch.arange(n) % 10
+        scores = nn.functional.one_hot(y, 10).to(torch.float16)
+        metrics.add(torch.tensor(0.5, dtype=torch.float16), scores, y)
+    losses, first = metrics.read_back()
+    assert first == 1 and losses == [0.5, 0.5, 0.5]
+    assert metrics.seen == 3001 and metrics.correct == 3001 and metrics.accuracy == 1.0
+    assert metrics.mean_loss == 0.5
