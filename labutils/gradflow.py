@@ -456,9 +456,7 @@ class _DeadUnits:
                     self.stacks.clear()
                 buffer = self.stacks[key] = first.new_empty((len(outputs), *first.shape))
             dims = 1 if buffer.dim() == 3 else (1, *range(3, buffer.dim()))
-            with torch.no_grad():  # (the outputs are part of the autograd graph)
-                stacked = torch.stack(outputs, out=buffer)  # (G, N, units, positions...)
-                blocks.append((tuple(indices), stacked.sum(dim=dims)))
+            blocks.append((tuple(indices), self._stack_sums(outputs, buffer, dims)))
             if len(indices) == len(act):  # every module's output in one stack: the next step can skip the sorting
                 self.whole = (tuple(indices), buffer, dims)
         self.activity[:] = self.none
@@ -470,15 +468,20 @@ class _DeadUnits:
         the outputs no longer fit that stack (another batch size, dtype or device)."""
         outputs = [a[0] for a in act]
         try:
-            with torch.no_grad():  # (the outputs are part of the autograd graph)
-                stacked = torch.stack(outputs, out=buffer) if outputs[0].shape == buffer.shape[1:] else None
+            sums = self._stack_sums(outputs, buffer, dims) if outputs[0].shape == buffer.shape[1:] else None
         except RuntimeError:  # outputs of different shapes, or another dtype or device than the buffer
-            stacked = None
-        if stacked is None:
+            sums = None
+        if sums is None:
             self.whole = None
             return None
         self.activity[:] = self.none
-        return [(indices, stacked.sum(dim=dims))]
+        return [(indices, sums)]
+
+    @staticmethod
+    def _stack_sums(outputs: list[torch.Tensor], buffer: torch.Tensor, dims) -> torch.Tensor:
+        """Per-unit batch sums of same-shaped outputs, stacked into ``buffer`` ``(G, N, units, positions...)``."""
+        with torch.no_grad():  # (the outputs are part of the autograd graph)
+            return torch.stack(outputs, out=buffer).sum(dim=dims)
 
     def fractions(self, rows: list[list[tuple[tuple[int, ...], torch.Tensor]]]) -> np.ndarray:
         """``(S, R)`` fraction of units dead on the batch (statistic <= 0, see :func:`_unit_activity`), per step
