@@ -580,14 +580,16 @@ def _counts_correct(out: torch.Tensor, y: torch.Tensor) -> bool:
 
 
 def _eval_pass(model, loader, *, loss_fn, device, amp, full: bool):
-    """One pass without gradients; returns (loss, top1, topk, num_classes, preds, targets) (lists empty unless full)."""
+    """One pass without gradients; returns (loss, top1, topk, num_classes, preds, targets) (lists empty unless full).
+
+    Without ``full`` (the validation after each epoch) the batches' losses and scores are counted as in training
+    (:class:`_RunningMetrics`, read every ``SYNC_EVERY`` batches): one operation a batch beyond the loss."""
     mover = _Mover(device, channels_last=device.type == "cuda" and _has_conv(model))
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct1 = torch.zeros((), device=device, dtype=torch.int64)
+    metrics = _RunningMetrics()
     correctk = torch.zeros((), device=device, dtype=torch.int64)
-    n, num_classes, preds, targets = 0, None, [], []
+    preds, targets = [], []
     try:
         with torch.inference_mode():
             for x, y in loader:
@@ -595,25 +597,22 @@ def _eval_pass(model, loader, *, loss_fn, device, amp, full: bool):
                 with _autocast(device, amp):
                     out = model(x)
                 out = out.float()
-                loss_sum += loss_fn(out, y).double() * y.shape[0]
-                n += y.shape[0]
-                if not _counts_correct(out, y):
-                    continue
-                num_classes = out.shape[1]
-                pred = out.argmax(dim=1)
-                correct1 += (pred == y).sum()
-                if full:
-                    k = min(5, num_classes)
+                metrics.add(loss_fn(out, y), out, y)
+                if full and metrics.counts_acc:
+                    k = min(5, out.shape[1])
                     correctk += (out.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
-                    preds.append(pred.cpu())
+                    preds.append(out.argmax(dim=1).cpu())
                     targets.append(y.cpu())
+                if len(metrics.losses) >= SYNC_EVERY:
+                    metrics.read_back()
+            metrics.read_back()
     finally:
         model.train(was_training)
-    if n == 0:
+    if metrics.seen == 0:
         raise ValueError("The evaluation loader yielded no samples.")
-    loss, c1, ck = torch.stack([loss_sum, correct1.double(), correctk.double()]).tolist()
-    acc = c1 / n if num_classes is not None else math.nan
-    return loss / n, acc, (ck / n if num_classes is not None else math.nan), num_classes, preds, targets
+    num_classes = out.shape[1] if metrics.counts_acc else None
+    topk = correctk.item() / metrics.seen if metrics.counts_acc else math.nan
+    return metrics.mean_loss, metrics.accuracy, topk, num_classes, preds, targets
 
 
 def evaluate(
@@ -793,9 +792,9 @@ class _RunningMetrics:
         if self.counts_acc is None:
             self.counts_acc = _counts_correct(out, y)
             self.keep_scores = out.numel() <= self.KEEP_SCORES
-        self.losses.append(loss)
+        self.losses.append(loss.detach())  # (not the graph's nodes: they are freed now, as in a plain loop)
         if self.counts_acc:
-            self.scores.append(out if self.keep_scores else out.argmax(dim=1))
+            self.scores.append(out.detach() if self.keep_scores else out.argmax(dim=1))
             self.targets.append(y)
         self.sizes.append(y.shape[0])
 

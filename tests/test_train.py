@@ -427,14 +427,15 @@ class Lookup(nn.Module):
         return self.scores[x.long()]
 
 
-def test_evaluate_against_hand_computation():
+@pytest.mark.parametrize("n, batch_size", [(23, 5), (123, 2)])  # uneven last batch; 62 > SYNC_EVERY batches
+def test_evaluate_against_hand_computation(n, batch_size):
     rng = np.random.default_rng(0)
-    n, k = 23, 7
+    k = 7
     scores = rng.normal(size=(n, k)).astype(np.float32)
     labels = rng.integers(0, k, size=n)
     labels[:3] = scores[:3].argmax(1)  # some right for sure
     model = Lookup(torch.from_numpy(scores))
-    loader = DataLoader(TensorDataset(torch.arange(n), torch.from_numpy(labels)), batch_size=5)  # uneven batches
+    loader = DataLoader(TensorDataset(torch.arange(n), torch.from_numpy(labels)), batch_size=batch_size)
     ev = evaluate(model, loader, device="cpu")
 
     order = np.argsort(-scores, axis=1)
