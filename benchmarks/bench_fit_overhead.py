@@ -10,25 +10,29 @@ bookkeeping, gradient norms and dead-ReLU statistics, logging, the history. Part
 per run or per epoch (progress bars, the tracker's epoch log and summary, the recorder's copy to the
 host), so shorter runs (``--epochs 1``) show a larger share than long trainings.
 
-Timing. One repeat runs every configuration once, in an order rotated from repeat to repeat, each
-after a garbage collection; the report gives medians over the repeats of this process's CPU time
-(the primary measure: the course machine's two cores are shared, and CPU time does not count the
-time another job holds the core) and of wall time. The overhead is the ratio of the medians; the
-spread of the per-repeat ratios (each configuration against the bare loop of the same repeat) is
-printed next to it, so that a difference can be told from noise. Creating and finishing the wandb
-run happens outside the timed region (a bare loop that logged to wandb would pay it too) and is
-reported on its own line. wandb (0.31, the version checked) runs its service (``wandb-core``) and system monitor
-(``wandb-symon``) as child processes: their CPU time is not in this process's, and they run whether or
-not the loop logs; what the run costs in this process is ``run.log`` (serialising and sending each call,
-~0.3-0.6 ms a call on the course machine), which ``fit`` calls once per epoch (and within an epoch at most
-every ``LOG_EVERY_S`` seconds for the running loss). The load average
-at the start and end of each workload is printed, since a loaded machine inflates every ratio's spread.
-On the course machine (a shared 2-core VM) the ratios shift by several points from one invocation to the
-next (fit alone on deep-mlp: 0.95 in one, 1.035 in another), more than the spread within one: compare several
-invocations before calling a change a gain.
+Timing. Each workload is measured in ``--processes`` fresh Python processes, one after the other. Each process
+runs every configuration once for one epoch (warm-up), then ``--repeats`` times in an order rotated from repeat
+to repeat, each run after a garbage collection. The report pools the runs of all processes and gives medians of
+their CPU time (the primary measure: the course machine's two cores are shared, and CPU time does not count the
+time another job holds the core) and of wall time. The overhead is the ratio of the medians; the spread of the
+per-repeat ratios (each configuration against the bare loop of the same repeat) is printed next to it, and so is
+each process's own ratio. Why several processes: on the course machine (a shared 2-core VM) the bare loop's
+median differed by up to ~15 % from one process to the next, and the per-process ratio of ``fit`` (recorder,
+wandb, bars) to the bare loop ranged from +1 % to +31 % on the depth-32 MLP in one invocation, with the same
+code: more than the spread within a process. What sets a process apart was not pinned down (neither page faults
+nor garbage collections differ); pooling several processes averages it out.
 
-    .venv/bin/python benchmarks/bench_fit_overhead.py                     # all workloads, 1 thread (~11 min)
-    .venv/bin/python benchmarks/bench_fit_overhead.py --model mlp --repeats 21 --breakdown
+Creating and finishing the wandb run happens outside the timed region (a bare loop that logged to wandb would
+pay it too) and is reported on its own line. wandb (0.31, the version checked) runs its service (``wandb-core``)
+as a child process: its CPU time is not in this process's, and it runs whether or not the loop logs; what the run
+costs in this process is ``run.log`` (serialising and sending each call, ~0.3-1 ms a call on the course machine),
+which ``fit`` calls once per epoch (and within an epoch at most every ``LOG_EVERY_S`` seconds for the running
+loss). The load average at the start and end of each workload is printed, since a loaded machine inflates every
+ratio's spread.
+
+    .venv/bin/python benchmarks/bench_fit_overhead.py                     # all workloads, 1 thread (~12 min)
+    .venv/bin/python benchmarks/bench_fit_overhead.py --model mlp --breakdown
+    .venv/bin/python benchmarks/bench_fit_overhead.py --model mlp --processes 1 --repeats 21   # one process
     .venv/bin/python benchmarks/bench_fit_overhead.py --model cnn --epochs 3 --device cuda
 
 Target: ``fit`` with the recorder (every step) and offline wandb within +10 % of the bare loop.
@@ -41,6 +45,7 @@ import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -189,16 +194,18 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
-    configs = ["bare", "fit", *(BREAKDOWN if args.breakdown else ()), "fit_recorder_wandb"]
+def measure(kind: str, args, device, wandb_dir: str) -> dict:
+    """This process's timings of one workload: after one warm-up run of each configuration, ``args.repeats``
+    repeats in rotated order. ``{"cpu": {config: [s, ...]}, "wall": {...}, "tracker_s": [...]}``."""
+    configs = _configs(args)
 
-    def run(key: str) -> tuple[Clock, float]:
+    def run(key: str, epochs: int) -> tuple[Clock, float]:
         flags = CONFIGS[key][1]
         if flags is None:
-            return time_bare(kind, args.epochs, device), 0.0
+            return time_bare(kind, epochs, device), 0.0
         return time_fit(
             kind,
-            args.epochs,
+            epochs,
             device,
             recorder=flags[0],
             wandb=flags[1],
@@ -207,49 +214,73 @@ def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
             record_every=args.record_every,
         )
 
-    load_before = os.getloadavg()[0]
-    for key in configs:  # warm-up: allocator, kernels, imports, wandb's service
-        run(key)
-    clocks: dict[str, list[Clock]] = {key: [] for key in configs}
-    tracker_s = []
+    for key in configs:  # warm-up (one epoch): allocator, kernels, imports, wandb's service
+        run(key, 1)
+    out = {"cpu": {key: [] for key in configs}, "wall": {key: [] for key in configs}, "tracker_s": []}
     for r in range(args.repeats):  # rotated order, so drifting machine load hits all alike
         for key in configs[r % len(configs) :] + configs[: r % len(configs)]:
-            clock, s = run(key)
-            clocks[key].append(clock)
+            clock, s = run(key, args.epochs)
+            out["cpu"][key].append(clock.cpu)
+            out["wall"][key].append(clock.wall)
             if key == "fit_recorder_wandb":
-                tracker_s.append(s)
+                out["tracker_s"].append(s)
+    return out
 
+
+def measure_in_processes(kind: str, args) -> list[dict]:
+    """:func:`measure` in ``args.processes`` fresh Python processes, one after the other (see the module's
+    docstring: one process's ratios carry that process's memory layout)."""
+    flags = ["--model", kind, "--epochs", str(args.epochs), "--repeats", str(args.repeats)]
+    flags += ["--threads", str(args.threads), "--device", args.device, "--record-every", str(args.record_every)]
+    flags += ["--breakdown"] if args.breakdown else []
+    measured = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.processes):
+            out = Path(tmp) / f"process-{i}.json"
+            subprocess.run([sys.executable, __file__, *flags, "--worker", str(out)], check=True)
+            measured.append(json.loads(out.read_text()))
+    return measured
+
+
+def _configs(args) -> list[str]:
+    return ["bare", "fit", *(BREAKDOWN if args.breakdown else ()), "fit_recorder_wandb"]
+
+
+def report(kind: str, args, device, measured: list[dict], load_before: float) -> dict:
+    """Print one workload's table from the timings of every process, pooled, and return its row."""
+    configs = _configs(args)
+    pooled = {unit: {key: [t for m in measured for t in m[unit][key]] for key in configs} for unit in ("cpu", "wall")}
     shape, n_train, _, batch, what = WORKLOADS[kind]
     steps = args.epochs * -(-n_train // batch)
+    runs = len(pooled["cpu"]["bare"])
     row = {
         "workload": what,
         "steps": steps,
-        "repeats": args.repeats,
+        "processes": len(measured),
+        "repeats_per_process": args.repeats,
         "epochs": args.epochs,
         "record_every": args.record_every,
         "device": str(device),
         "threads": args.threads,
-        "tracker_start_finish_s": statistics.median(tracker_s),
+        "tracker_start_finish_s": statistics.median(t for m in measured for t in m["tracker_s"]),
         "load_average_1min": [load_before, os.getloadavg()[0]],
         "cpu_cores": os.cpu_count(),
     }
     print(
         f"\n{kind}: {what}; {steps} steps ({args.epochs} epoch(s)) of batch {batch}, input {shape}, "
         f"device {device}, {args.threads} thread(s), recorder every {args.record_every} step(s), "
-        f"medians of {args.repeats} repeats; load average {load_before:.2f} -> {row['load_average_1min'][1]:.2f} "
-        f"on {os.cpu_count()} cores"
+        f"medians of {runs} runs ({len(measured)} process(es) x {args.repeats} repeats); "
+        f"load average {load_before:.2f} -> {row['load_average_1min'][1]:.2f} on {os.cpu_count()} cores"
     )
     print(f"  {'':32s} {'wall s':>8s} {'ratio':>6s}   {'CPU s':>8s} {'ratio':>6s}   per-repeat CPU ratio, quartiles")
-    bare_cpu = [c.cpu for c in clocks["bare"]]
+    bare_cpu = pooled["cpu"]["bare"]
     for key in configs:
-        wall = statistics.median(c.wall for c in clocks[key])
-        cpu = statistics.median(c.cpu for c in clocks[key])
+        wall, cpu = statistics.median(pooled["wall"][key]), statistics.median(pooled["cpu"][key])
         row[f"{key}_wall_s"], row[f"{key}_cpu_s"] = wall, cpu
-        row[f"{key}_cpu_runs_s"] = [c.cpu for c in clocks[key]]
-        row[f"{key}_wall_runs_s"] = [c.wall for c in clocks[key]]
+        row[f"{key}_cpu_runs_s"], row[f"{key}_wall_runs_s"] = pooled["cpu"][key], pooled["wall"][key]
         spread = ""
         if key != "bare":
-            q1, q2, q3 = _quartiles([c.cpu / b for c, b in zip(clocks[key], bare_cpu)])
+            q1, q2, q3 = _quartiles([c / b for c, b in zip(pooled["cpu"][key], bare_cpu)])
             row[f"{key}_cpu_ratio_quartiles"] = [q1, q2, q3]
             spread = f"{q1:.3f} {q2:.3f} {q3:.3f}"
         print(
@@ -266,6 +297,13 @@ def bench_workload(kind: str, args, device, wandb_dir: str) -> dict:
         f"{100 * row['overhead_wall']:+.1f} % wall  ->  target <= +{100 * TARGET:.0f} % CPU "
         f"{'MET' if row['target_met'] else 'NOT MET'}"
     )
+    if len(measured) > 1:  # each process's own ratio of medians: how far one process alone could mislead
+        by_process = [
+            statistics.median(m["cpu"]["fit_recorder_wandb"]) / statistics.median(m["cpu"]["bare"]) - 1
+            for m in measured
+        ]
+        row["overhead_cpu_by_process"] = by_process
+        print(f"  the same, each process alone: {' '.join(f'{100 * o:+.1f}' for o in by_process)} %")
     print(f"  wandb run start + finish (not in the ratio): {row['tracker_start_finish_s']:.2f} s")
     return row
 
@@ -274,7 +312,13 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=[*WORKLOADS, "all"], default="all")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run")
-    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each configuration per process")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=7,
+        help="fresh Python processes per workload, whose runs are pooled (1: this process only)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the course machine shares 2 cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--record-every", type=int, default=1, help="GradientRecorder stride in steps")
@@ -284,19 +328,35 @@ def main(argv=None) -> dict:
         help="also time fit with only the recorder, only wandb, only the progress bars",
     )
     parser.add_argument("--json", type=Path, help="also write the results (and every repeat's times) here")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # (one process's timings, as JSON, here)
     args = parser.parse_args(argv)
-    if args.repeats < 2:
-        parser.error(f"--repeats must be at least 2 for a median and quartiles, got {args.repeats}.")
+    if args.repeats < 1 or args.processes < 1 or args.repeats * args.processes < 2:
+        parser.error(
+            f"--repeats x --processes must be at least 2 runs for a median and quartiles, "
+            f"got {args.repeats} x {args.processes}."
+        )
+    if args.worker is not None and args.model == "all":
+        parser.error("--worker measures one workload: give --model.")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     os.environ.setdefault("WANDB_SILENT", "true")
     results = {}
     with tempfile.TemporaryDirectory() as wandb_dir:
+        if args.worker is not None:
+            args.worker.write_text(json.dumps(measure(args.model, args, device, wandb_dir)))
+            return {}
         for kind in WORKLOADS if args.model == "all" else [args.model]:
-            results[kind] = bench_workload(kind, args, device, wandb_dir)
+            load_before = os.getloadavg()[0]
+            if args.processes == 1:
+                measured = [measure(kind, args, device, wandb_dir)]
+            else:
+                measured = measure_in_processes(kind, args)
+            results[kind] = report(kind, args, device, measured, load_before)
+    runs = args.processes * args.repeats
     print(
         f"\nTarget: fit with the recorder (every {args.record_every} step(s)) + offline wandb + progress bars "
-        f"within +{100 * TARGET:.0f} % CPU time of the bare loop (median of {args.repeats} repeats):"
+        f"within +{100 * TARGET:.0f} % CPU time of the bare loop (medians of {runs} runs in {args.processes} "
+        "process(es)):"
     )
     for kind, row in results.items():
         print(f"  {kind:9s} {100 * row['overhead_cpu']:+6.1f} %  {'met' if row['target_met'] else 'NOT met'}")
