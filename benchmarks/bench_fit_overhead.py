@@ -229,7 +229,7 @@ def measure(kind: str, args, device, wandb_dir: str) -> dict:
 
 def measure_in_processes(kind: str, args) -> list[dict]:
     """:func:`measure` in ``args.processes`` fresh Python processes, one after the other (see the module's
-    docstring: one process's ratios carry that process's memory layout)."""
+    docstring: one process's ratio alone can be off by several points)."""
     flags = ["--model", kind, "--epochs", str(args.epochs), "--repeats", str(args.repeats)]
     flags += ["--threads", str(args.threads), "--device", args.device, "--record-every", str(args.record_every)]
     flags += ["--breakdown"] if args.breakdown else []
