@@ -418,7 +418,9 @@ def papermill_engine() -> str:
 
     class LabEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, start_timeout=60, **kwargs):
+        def execute_managed_notebook(
+            cls, nb_man, kernel_name, progress=None, kernel_log=None, start_timeout=60, **kwargs
+        ):
             client = _notebook_client_class()(
                 nb_man,
                 progress=progress,
@@ -427,7 +429,10 @@ def papermill_engine() -> str:
                 config=_kernel_config(),
                 log=logging.getLogger("papermill"),
             )
-            return client.execute()
+            if kernel_log is None:
+                return client.execute()
+            with open(kernel_log, "w") as stderr:  # the kernel process's own stderr (see _run_one)
+                return client.execute(stderr=stderr)
 
     papermill_engines.register("labutils", LabEngine)
     return "labutils"
@@ -530,6 +535,10 @@ def _run_one(path: Path, parameters: dict[str, Any], runs: Path, watch: Notebook
     out = runs / path.stem / f"{path.stem}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.parent / "metrics.json").unlink(missing_ok=True)  # a failed run must not report stale numbers
+    # The kernel process's own stderr: not the cells' output (that is in the notebook) but the kernel's messages
+    # about itself, e.g. a traceback that ipykernel 7.4 sometimes logs when its sockets close during a normal
+    # shutdown. Kept in a file, so that a successful run prints only its progress and summary.
+    kernel_log = out.parent / "kernel.log"
     start = time.perf_counter()
     try:
         pm.execute_notebook(
@@ -541,7 +550,14 @@ def _run_one(path: Path, parameters: dict[str, Any], runs: Path, watch: Notebook
             engine_name=papermill_engine(),
             progress_bar=False,
             progress=watch,
+            kernel_log=kernel_log,
         )
     except Exception as exc:  # report and go on: one broken lab must not hide the others
-        return NotebookRun(path.stem, False, time.perf_counter() - start, out, describe_failure(exc))
+        error = describe_failure(exc)
+        if kernel_log.exists() and kernel_log.stat().st_size:
+            error += f" (the kernel's own messages are in {kernel_log})"
+        return NotebookRun(path.stem, False, time.perf_counter() - start, out, error)
+    finally:
+        if kernel_log.exists() and not kernel_log.stat().st_size:
+            kernel_log.unlink()
     return NotebookRun(path.stem, True, time.perf_counter() - start, out)

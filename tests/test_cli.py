@@ -75,6 +75,25 @@ def test_run_executes_notebooks_with_parameters_and_writes_the_report(tmp_path):
     assert "## 91_good" in report and "`92_bad`: cell" in report
 
 
+def test_the_kernels_own_stderr_goes_to_its_log_not_the_console(tmp_path):
+    # what a kernel writes to its process's stderr (ipykernel's messages about itself, such as a traceback when its
+    # sockets close during shutdown), not to a cell's output
+    noisy = _notebook(
+        tmp_path / "93_noisy.ipynb",
+        "import sys, os\nsys.__stderr__.write('kernel says A\\n')\nsys.__stderr__.flush()\n"
+        "os.write(2, b'kernel says B\\n')",
+    )
+    quiet = _notebook(tmp_path / "94_quiet.ipynb", "x = 1")
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "labutils", "run", str(noisy), str(quiet), "--profile", "quick"]
+    proc = subprocess.run([*command, "--runs", str(runs)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "kernel says" not in proc.stdout + proc.stderr and _without_progress(proc.stderr) == []
+    assert (runs / "93_noisy" / "kernel.log").read_text().splitlines() == ["kernel says A", "kernel says B"]
+    assert not (runs / "94_quiet" / "kernel.log").exists()  # an empty log is not left behind
+    assert (runs / "94_quiet" / "94_quiet.ipynb").exists()
+
+
 def test_unknown_notebook_and_profile_give_one_line(capsys):
     assert main(["run", "99_nothing"]) == 2
     err = capsys.readouterr().err
