@@ -17,10 +17,10 @@ their CPU time (the primary measure: the course machine's two cores are shared, 
 time another job holds the core) and of wall time. The overhead is the ratio of the medians; the spread of the
 per-repeat ratios (each configuration against the bare loop of the same repeat) is printed next to it, and so is
 each process's own ratio. Why several processes: on the course machine (a shared 2-core VM) the bare loop's
-median differed by up to ~15 % from one process to the next, and the per-process ratio of ``fit`` (recorder,
+median differed by up to 19 % from one process to the next, and the per-process ratio of ``fit`` (recorder,
 wandb, bars) to the bare loop ranged from +1 % to +31 % on the depth-32 MLP in one invocation, with the same
-code: more than the spread within a process. What sets a process apart was not pinned down (neither page faults
-nor garbage collections differ); pooling several processes averages it out.
+code: more than the spread within a process. What sets a process apart was not pinned down (page faults and
+garbage collections are too few to explain it); pooling several processes averages it out.
 
 Creating and finishing the wandb run happens outside the timed region (a bare loop that logged to wandb would
 pay it too) and is reported on its own line. wandb (0.31, the version checked) runs its service (``wandb-core``)
