@@ -35,7 +35,7 @@ update).
 Creating and finishing the wandb run happens outside the timed region (a bare loop that logged to wandb would
 pay it too) and is reported on its own line. wandb (0.31, the version checked) runs its service (``wandb-core``)
 as a child process: its CPU time is not in this process's, and it runs whether or not the loop logs; what the run
-costs in this process is ``run.log`` (serialising and sending each call, ~0.3-1 ms a call on the course machine),
+costs in this process is ``run.log`` (serialising and sending each call: see above for what a call costs),
 which ``fit`` calls once per epoch (and within an epoch at most every ``LOG_EVERY_S`` seconds for the running
 loss). The load average at the start and end of each workload is printed, since a loaded machine inflates every
 ratio's spread.
