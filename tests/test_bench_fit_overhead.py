@@ -6,8 +6,10 @@ script still works, with the smallest settings.
 
 import importlib.util
 import json
+import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fit_overhead.py"
@@ -35,8 +37,53 @@ def test_runs_in_two_processes_and_pools_them(tmp_path, monkeypatch, capsys):
     assert len(row["overhead_cpu_by_process"]) == 2
     assert row["overhead_cpu"] == pytest.approx(row["fit_recorder_wandb_cpu_s"] / row["bare_cpu_s"] - 1)
     assert row["target_met"] == (row["overhead_cpu"] <= bench.TARGET)
+    lo, hi = row["overhead_cpu_interval95"]
+    assert lo <= row["overhead_cpu"] <= hi
     printed = capsys.readouterr().out
     assert "each process alone" in printed and "medians of 2 runs (2 process(es) x 1 repeats)" in printed
+
+
+def processes(bare: list[list[float]], fit: list[list[float]]) -> list[dict]:
+    """What the worker processes report, as far as the interval reads it."""
+    return [{"cpu": {"bare": b, "fit_recorder_wandb": f}} for b, f in zip(bare, fit)]
+
+
+def test_interval_of_noiseless_runs_is_the_overhead_itself():
+    bench = load_bench()
+    measured = processes([[1.0, 1.0, 1.0]] * 3, [[1.2, 1.2, 1.2]] * 3)
+    lo, hi = bench.overhead_interval(measured, "fit_recorder_wandb")
+    assert lo == pytest.approx(0.2) and hi == pytest.approx(0.2)
+
+
+def test_interval_brackets_the_overhead_and_widens_with_the_noise():
+    bench = load_bench()
+    rng = np.random.default_rng(1)
+    widths = []
+    for noise in (0.01, 0.1):
+        bare = (1.0 + noise * rng.standard_normal((6, 5))).tolist()
+        fit = (1.05 * (1.0 + noise * rng.standard_normal((6, 5)))).tolist()
+        lo, hi = bench.overhead_interval(processes(bare, fit), "fit_recorder_wandb")
+        point = statistics.median(sum(fit, [])) / statistics.median(sum(bare, [])) - 1
+        assert lo <= point <= hi
+        widths.append(hi - lo)
+    assert widths[0] < 0.03 < widths[1]  # ~10 times the noise, ~10 times the width
+
+
+def test_interval_counts_a_process_that_stands_apart():
+    """Runs alike within each process, but one process's ratio far from the others': the interval must
+    reach it, since another invocation may draw more processes like it."""
+    bench = load_bench()
+    bare = [[1.0] * 4 for _ in range(6)]
+    fit = [[1.02] * 4 for _ in range(5)] + [[1.30] * 4]
+    lo, hi = bench.overhead_interval(processes(bare, fit), "fit_recorder_wandb")
+    assert lo == pytest.approx(0.02) and hi > 0.1
+
+
+def test_verdict_reads_the_interval():
+    bench = load_bench()
+    assert bench._verdict(0.02, 0.08).startswith("within")
+    assert bench._verdict(0.11, 0.2).startswith("over")
+    assert "cannot tell" in bench._verdict(0.05, 0.15)
 
 
 def test_refuses_too_few_runs(capsys):
