@@ -25,11 +25,12 @@ garbage collections are too few to explain it); pooling several processes averag
 How sure a verdict is. Next to the overhead the report prints a 95 % bootstrap interval (the processes redrawn with
 their runs: :func:`overhead_interval`) and says whether the target line lies inside it. On a day when one
 3-epoch run's CPU time varies by ~12 % from run to run (the bare MLP loop took 0.67-1.07 s in one invocation), 40
-runs of each configuration gave an interval about 13 points wide, which no verdict on a 10 % line survives;
-``--only-target`` times just the two configurations the target compares, to fit more runs in the same time. The
-interval leaves out a shift of the whole invocation: the same code measured a bare MLP step at 3.2-3.4 ms on
-earlier days and 4.5 ms on a later one, while what ``fit`` adds stayed near 230-240 µs a step, so its ratio was
-lower on the slower day (+7 to +12 % against +5 %).
+runs of each configuration (8 processes x 5) gave an interval about 13 points wide, which no verdict on a 10 % line
+survives. Later the same day, 12 processes x 8 repeats gave the MLP +8.7 %, interval +1.7 … +12.8 (the CNN +4.1 %,
++2.0 … +6.6; the depth-32 MLP +6.9 %, +0.2 … +9.8). ``--only-target`` times just the two configurations the
+target compares, to fit more runs in the same time. The interval leaves out a shift of the whole invocation: the
+bare MLP step measured 3.2-3.4 ms on earlier days, and 4.5 ms and 3.6 ms in those two invocations, with ``fit``
+adding +233 and +315 µs a step.
 
 Where the overhead goes, measured on the 784-256-256-10 MLP (the workload nearest the target). It is not in the
 instructions executed: counted with callgrind over the timed region of one 3-epoch run, ``fit`` executes 0.1 % more
