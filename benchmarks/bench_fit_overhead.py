@@ -226,12 +226,16 @@ def overhead_interval(
     noise is already in them). ``level`` is the central share of the ``resamples`` overheads returned. The
     interval says how far another invocation's overhead could land through the noise between runs and between
     processes; a shift that hits every process of an invocation alike (the machine slower or faster that day)
-    is not in it.
+    is not in it. With one process there is nothing to redraw but its runs: each configuration's are redrawn on
+    their own, and the interval then leaves out what sets one process apart from another.
     """
-    drawn = np.random.default_rng(seed).integers(0, len(measured), size=(resamples, len(measured)))
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(measured), size=(resamples, len(measured)))
 
     def resampled_medians(config: str) -> np.ndarray:
         runs = np.array([m[unit][config] for m in measured], dtype=float)  # (processes, runs)
+        if len(measured) == 1:
+            return np.median(runs[0][rng.integers(0, runs.shape[1], size=(resamples, runs.shape[1]))], axis=1)
         return np.median(runs[drawn].reshape(resamples, -1), axis=1)
 
     overheads = resampled_medians(key) / resampled_medians("bare") - 1

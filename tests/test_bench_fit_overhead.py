@@ -79,6 +79,15 @@ def test_interval_counts_a_process_that_stands_apart():
     assert lo == pytest.approx(0.02) and hi > 0.1
 
 
+def test_interval_of_one_process_redraws_its_runs():
+    """One process: no process to redraw, so the interval must come from its runs, not collapse to a point."""
+    bench = load_bench()
+    measured = processes([[1.0, 0.9, 1.1, 1.0, 0.95, 1.05]], [[1.1, 1.0, 1.2, 1.15, 1.05, 1.1]])
+    lo, hi = bench.overhead_interval(measured, "fit_recorder_wandb")
+    point = statistics.median(measured[0]["cpu"]["fit_recorder_wandb"]) / statistics.median(measured[0]["cpu"]["bare"])
+    assert lo < point - 1 < hi and hi - lo > 0.05
+
+
 def test_verdict_reads_the_interval():
     bench = load_bench()
     assert bench._verdict(0.02, 0.08).startswith("within")
