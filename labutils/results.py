@@ -28,16 +28,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from labutils.util import REPO_ROOT, atomic_write_json
+from labutils.util import atomic_write_json, runs_dir
 
 METRICS_FILE = "metrics.json"
 _VERSIONED = ("numpy", "torch", "torchvision", "scikit-learn", "matplotlib", "wandb")
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def runs_dir() -> Path:
-    """Where lab outputs go: ``$LABS_RUNS`` if set, else ``runs/`` at the repository root."""
-    return Path(os.environ.get("LABS_RUNS") or REPO_ROOT / "runs")
 
 
 def library_versions() -> dict[str, str | None]:

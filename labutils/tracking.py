@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from labutils.util import runs_dir
+
 
 def _has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -69,8 +71,6 @@ class Tracker:
             warnings.warn("wandb is not installed: tracking is off for this run.", stacklevel=2)
             self.mode = "disabled"
             return
-        from labutils.results import runs_dir  # absolute: a notebook's working directory is notebooks/
-
         wandb_dir = Path(dir or os.environ.get("WANDB_DIR") or runs_dir() / "wandb")
         wandb_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")

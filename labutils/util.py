@@ -1,4 +1,4 @@
-"""Small shared utilities, one of each: the repository root, atomic file writes, argument validation.
+"""Small shared utilities: the repository root and runs folder, atomic file writes, argument validation.
 
 Atomic writes go to a temporary file in the target's folder and are renamed over the target with
 ``os.replace``, so a crash or an interrupt leaves the previous file intact, never half a file. The
@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def runs_dir() -> Path:
+    """Where lab outputs go: ``$LABS_RUNS`` if set, else ``runs/`` at the repository root."""
+    return Path(os.environ.get("LABS_RUNS") or REPO_ROOT / "runs")
 
 
 def _process_alive(pid: int) -> bool:
