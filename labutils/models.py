@@ -228,7 +228,7 @@ class MLP(Classifier):
 # --------------------------------------------------------------------------------------------
 # CNN building blocks
 # --------------------------------------------------------------------------------------------
-class ConvBlock(nn.Sequential):
+class ConvBNReLU(nn.Sequential):
     """conv3×3 → BatchNorm → ReLU. ``(N, in_ch, H, W) → (N, out_ch, H/stride, W/stride)``."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
@@ -326,7 +326,7 @@ class CifarNet(Classifier):
         _check_positive_int("width", width)
         _check_dropout(dropout)
         self.depth, self.num_classes = depth, num_classes
-        self.stem = ConvBlock(in_channels, width)
+        self.stem = ConvBNReLU(in_channels, width)
         stages, ch = [], width
         for i, out_ch in enumerate((width, 2 * width, 4 * width)):
             blocks = []
@@ -386,7 +386,7 @@ class ResNet18(Classifier):
         if len(blocks_per_stage) != 4 or not all(isinstance(b, int) and b >= 1 for b in blocks_per_stage):
             raise ValueError(f"blocks_per_stage must be 4 integers >= 1, got {blocks_per_stage!r}.")
         self.num_classes = num_classes
-        self.stem = ConvBlock(in_channels, width)
+        self.stem = ConvBNReLU(in_channels, width)
         stages, ch = [], width
         for i, nblocks in enumerate(blocks_per_stage):
             out_ch = width * 2**i
@@ -445,7 +445,7 @@ class VGG(Classifier):
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers.append(ConvBlock(ch, width * int(item)))
+                layers.append(ConvBNReLU(ch, width * int(item)))
                 ch = width * int(item)
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -459,7 +459,7 @@ class VGG(Classifier):
 
 
 class SimpleCNN(Classifier):
-    """A small CNN for quick runs: 2 × [ConvBlock, ConvBlock, max-pool] → global average pool → fc.
+    """A small CNN for quick runs: 2 × [ConvBNReLU, ConvBNReLU, max-pool] → global average pool → fc.
 
     Channels ``width, width, 2·width, 2·width``; about 0.07 M parameters at ``width=32``.
     ``(N, in_channels, H, W) → (N, num_classes)`` for any ``H, W >= 4``; ``features`` → ``(N, 2·width)``.
@@ -473,11 +473,11 @@ class SimpleCNN(Classifier):
         _check_dropout(dropout)
         self.num_classes = num_classes
         self.body = nn.Sequential(
-            ConvBlock(in_channels, width),
-            ConvBlock(width, width),
+            ConvBNReLU(in_channels, width),
+            ConvBNReLU(width, width),
             nn.MaxPool2d(2),
-            ConvBlock(width, 2 * width),
-            ConvBlock(2 * width, 2 * width),
+            ConvBNReLU(width, 2 * width),
+            ConvBNReLU(2 * width, 2 * width),
             nn.MaxPool2d(2),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -687,7 +687,7 @@ __all__ = [
     "MLP",
     "PlainMLPBlock",
     "ResidualMLPBlock",
-    "ConvBlock",
+    "ConvBNReLU",
     "PlainBlock",
     "ResidualBlock",
     "CifarNet",

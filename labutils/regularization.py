@@ -30,8 +30,8 @@ BATCH_NORM: dict[str, Any] = {"model_kwargs": {"batch_norm": True}}
 DROPOUT_WD: dict[str, Any] = {"model_kwargs": {"conv_dropout": 0.25, "fc_dropout": 0.5}, "weight_decay": 1e-4}
 
 # The CIFAR-100 baselines (ConvPoolNet keyword arguments at full width).
-SIMPLE_CNN: dict[str, Any] = {"widths": (32, 64), "fc_widths": (512,), "fc_dropout": 0.5}
-DEEP_CNN: dict[str, Any] = {
+SMALL_CONVPOOLNET: dict[str, Any] = {"widths": (32, 64), "fc_widths": (512,), "fc_dropout": 0.5}
+DEEP_CONVPOOLNET: dict[str, Any] = {
     "widths": (64, 128, 256, 512),
     "fc_widths": (1024, 512),
     "batch_norm": True,
@@ -114,8 +114,8 @@ __all__ = [
     "AUGMENT_PRESET",
     "BATCH_NORM",
     "DROPOUT_WD",
-    "SIMPLE_CNN",
-    "DEEP_CNN",
+    "SMALL_CONVPOOLNET",
+    "DEEP_CONVPOOLNET",
     "configuration_changes",
     "apply_changes",
     "ablation_recipes",

@@ -11,7 +11,7 @@ from torch import nn
 from labutils.models import (
     MLP,
     VGG,
-    ConvBlock,
+    ConvBNReLU,
     PlainBlock,
     PlainCNN,
     ResidualBlock,
@@ -141,7 +141,7 @@ def test_mlp_bad_configs_raise_one_clear_error(kwargs, word):
 
 # -- CNN blocks ----------------------------------------------------------------------------------
 def test_conv_block_shape():
-    block = ConvBlock(3, 8, stride=2)
+    block = ConvBNReLU(3, 8, stride=2)
     assert block(torch.randn(2, 3, 16, 16)).shape == (2, 8, 8, 8)
     assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
 

@@ -166,7 +166,7 @@ def test_conv_pool_net_shapes_parameters_and_pooled_size():
     assert big.hidden[0].linear.in_features == 32 * 4 * 4  # 20x20 map averaged down to 4x4
     small = ConvPoolNet(10, 1, 28, widths=(8, 16, 32), fc_widths=(64,), pooled_size=4)
     assert small.hidden[0].linear.in_features == 32 * 3 * 3  # 3x3 map: already small, kept
-    deep = ConvPoolNet(100, 3, 32, **regularization.DEEP_CNN)
+    deep = ConvPoolNet(100, 3, 32, **regularization.DEEP_CONVPOOLNET)
     assert [m.out_features for m in modules(deep, nn.Linear)] == [1024, 512, 100]
     assert build_model("conv_pool_net", **KWARGS)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
@@ -194,10 +194,10 @@ def test_conv_pool_net_refuses_impossible_settings():
 
 
 def test_scaled_divides_every_width():
-    assert regularization.scaled(regularization.DEEP_CNN, 8)["widths"] == (8, 16, 32, 64)
-    assert regularization.scaled(regularization.SIMPLE_CNN, 1000)["fc_widths"] == (1,)
+    assert regularization.scaled(regularization.DEEP_CONVPOOLNET, 8)["widths"] == (8, 16, 32, 64)
+    assert regularization.scaled(regularization.SMALL_CONVPOOLNET, 1000)["fc_widths"] == (1,)
     with pytest.raises(ValueError, match="divisor must be an integer >= 1, got 0"):
-        regularization.scaled(regularization.DEEP_CNN, 0)
+        regularization.scaled(regularization.DEEP_CONVPOOLNET, 0)
 
 
 # -- dead units -----------------------------------------------------------------------------------------------
