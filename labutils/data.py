@@ -170,6 +170,12 @@ def _spec(name: str) -> _Spec:
     return _SPECS[name]
 
 
+def channels_and_classes(name: str, classes=None) -> tuple[int, int]:
+    """(image channels, number of classes) of dataset ``name``, or of the class subset ``classes``, unloaded."""
+    spec = _spec(name)
+    return spec.image_shape[0], len(classes) if classes is not None else spec.num_classes
+
+
 # -- provenance ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -259,7 +265,7 @@ def network_reachable(host: str, port: int = 443, timeout: float = NETWORK_TIMEO
 
 
 @contextlib.contextmanager
-def _socket_timeout(seconds: float):
+def socket_timeout(seconds: float):
     """Bound every socket torchvision opens, so a stalled download fails instead of hanging."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
@@ -274,7 +280,7 @@ def _try_download(spec: _Spec, load: Callable[[bool], Any]) -> tuple[Any, str | 
     if not any(network_reachable(h) for h in spec.hosts):
         return None, f"no connection to {' or '.join(spec.hosts)}"
     try:
-        with _socket_timeout(30), contextlib.redirect_stdout(sys.stderr):
+        with socket_timeout(30), contextlib.redirect_stdout(sys.stderr):
             return load(True), None
     except Exception as exc:  # a partial or refused download is a missing dataset, not a crash
         return None, f"download failed ({type(exc).__name__}: {exc})"

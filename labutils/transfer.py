@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from labutils import models as M
+from labutils.data import channels_and_classes
 from labutils.train import CheckpointMismatchError, load_backbone, load_checkpoint, load_state_checked
 from labutils.util import check_choice, check_int
 
@@ -131,7 +132,7 @@ def imagenet_weights_file(arch: str, weights: str = "DEFAULT") -> Path:
 
 def _download_weights(url: str, target: Path, timeout: float) -> str | None:
     """Download ``url`` to ``target`` (hash-checked by torch.hub) if its host answers; returns why not, or None."""
-    from labutils.data import _socket_timeout, network_reachable
+    from labutils.data import network_reachable, socket_timeout
 
     host = urlparse(url).hostname or ""
     if not network_reachable(host, timeout=timeout):
@@ -139,7 +140,7 @@ def _download_weights(url: str, target: Path, timeout: float) -> str | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     match = torch.hub.HASH_REGEX.search(target.name)
     try:
-        with _socket_timeout(30):
+        with socket_timeout(30):
             torch.hub.download_url_to_file(url, str(target), hash_prefix=match.group(1) if match else None)
     except Exception as exc:  # a refused or broken download is missing weights, not a crash
         return f"download failed ({type(exc).__name__}: {exc})"
@@ -664,14 +665,6 @@ TRANSFER_PAIRS = {
 }
 
 
-def _data_shape(dataset: str, classes) -> tuple[int, int]:
-    """(input channels, number of classes) of a dataset, or of the class subset kept, without loading it."""
-    from labutils.data import _spec
-
-    spec = _spec(dataset)
-    return spec.image_shape[0], len(classes) if classes is not None else spec.num_classes
-
-
 def course_backbone_recipe(
     dataset: str = "cifar10",
     *,
@@ -692,7 +685,7 @@ def course_backbone_recipe(
     from labutils.experiment import Recipe
 
     classes = None if classes is None else tuple(int(c) for c in classes)
-    in_channels, num_classes = _data_shape(dataset, classes)
+    in_channels, num_classes = channels_and_classes(dataset, classes)
     settings = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, scheduler="cosine", batch_size=128)
     settings["augment"] = "standard" if in_channels == 3 else "none"  # flips do not suit digits
     settings.update(fields)
@@ -772,7 +765,7 @@ def transfer_recipe(
     from labutils.experiment import Recipe
 
     classes = None if classes is None else tuple(int(c) for c in classes)
-    _, num_classes = _data_shape(dataset, classes)
+    _, num_classes = channels_and_classes(dataset, classes)
     kwargs = dict(
         backbone="course",
         checkpoint=Path(checkpoint),
