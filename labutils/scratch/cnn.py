@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, _make_rng
+from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, make_rng
 
 __all__ = ["simple_cnn", "POOLS"]
 
@@ -38,7 +38,7 @@ def simple_cnn(
         raise ValueError(f"Unknown pool {pool!r}: choose 'max' or 'avg'.")
     if image_size < 4:
         raise ValueError(f"image_size must be >= 4 for two 2x2 poolings, got {image_size}.")
-    rng = _make_rng(rng)
+    rng = make_rng(rng)
     c1, c2 = channels
     side = image_size // 2 // 2
     layers = [

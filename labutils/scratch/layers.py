@@ -46,10 +46,11 @@ __all__ = [
 ]
 
 
-def _make_rng(rng):
-    """A generator from a Generator, an int seed, or None (NumPy's global, seeded by seed_everything)."""
-    if rng is None:
-        return np.random.mtrand._rand
+def make_rng(rng):
+    """A generator from a Generator, an int seed, or None: NumPy's global functions (``np.random``, seeded by
+    ``seed_everything``), which offer the same ``normal``/``uniform``/``choice``/``permutation`` calls."""
+    if rng is None or rng is np.random:
+        return np.random
     if isinstance(rng, (np.random.Generator, np.random.RandomState)):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
@@ -127,7 +128,7 @@ class _Parametrised(Layer):
 
     def _init_params(self, weight_shape, fan_in: int, bias: bool, dtype, rng) -> None:
         dtype = _check_float_dtype(dtype)
-        rng = _make_rng(rng)
+        rng = make_rng(rng)
         bound = 1.0 / math.sqrt(fan_in)
         self.params["weight"] = rng.uniform(-bound, bound, size=weight_shape).astype(dtype)
         if bias:
@@ -336,7 +337,7 @@ class Dropout(Layer):
     def __init__(self, p: float = 0.5, rng=None):
         super().__init__()
         self.p = check_probability("p", p, include_one=True)  # p = 1 drops everything: allowed, if useless
-        self.rng = _make_rng(rng)
+        self.rng = make_rng(rng)
         self._mask = None
 
     def forward(self, x):
