@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from labutils import checks, data
+from labutils import checks, data, features
 from labutils import transfer as X
 from labutils.models import ResNet, ResNet18
 from labutils.train import CheckpointMismatchError, atomic_save, save_backbone
@@ -268,7 +268,7 @@ def test_two_phase_trains_the_head_then_the_last_two_stages_at_a_tenth_of_the_ra
 def test_extract_features_gives_the_heads_input_for_every_sample(backbone_file):
     model = course_model(backbone_file, strategy="ft0").train()
     _, loader = tiny_loaders(n=37)
-    feats, labels = X.extract_features(model, loader, device="cpu", progress=False)
+    feats, labels = features.extract_features(model, loader, device="cpu", progress=False)
     assert feats.shape == (37, 16) and feats.dtype == np.float32 and labels.shape == (37,) and labels.dtype == np.int64
     x, y = loader.dataset.tensors
     with torch.no_grad():
@@ -276,7 +276,7 @@ def test_extract_features_gives_the_heads_input_for_every_sample(backbone_file):
     np.testing.assert_allclose(feats, expected.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_array_equal(labels, y.numpy())
     model.train()
-    X.extract_features(model, loader, device="cpu", progress=False)
+    features.extract_features(model, loader, device="cpu", progress=False)
     assert model.training  # the caller's mode is restored
 
 
@@ -292,25 +292,25 @@ def blobs(n_per_class: int, num_classes: int, seed: int, noise_scale: float = 10
 def test_svm_and_knn_beat_chance_on_separable_blobs():
     xtr, ytr = blobs(20, 6, seed=0)
     xte, yte = blobs(20, 6, seed=1)
-    for result in (X.svm_baseline(xtr, ytr, xte, yte, C=1.0), X.knn_baseline(xtr, ytr, xte, yte, k=5)):
+    for result in (features.svm_baseline(xtr, ytr, xte, yte, C=1.0), features.knn_baseline(xtr, ytr, xte, yte, k=5)):
         assert result.top1 >= 0.8, result.as_dict()  # chance is 1/6
         assert result.top5 >= result.top1 and result.predictions.shape == (120,)
         assert result.top1 == pytest.approx((result.predictions == yte).mean())
     # binary problem: LinearSVC's decision function is 1-D; top-min(5, 2) is trivially 1
-    binary = X.svm_baseline(xtr[ytr < 2], ytr[ytr < 2], xte[yte < 2], yte[yte < 2])
+    binary = features.svm_baseline(xtr[ytr < 2], ytr[ytr < 2], xte[yte < 2], yte[yte < 2])
     assert binary.top1 >= 0.9 and binary.top5 == 1.0
     with pytest.raises(ValueError, match="k=500 is not possible with 120 training samples"):
-        X.knn_baseline(xtr, ytr, xte, yte, k=500)
+        features.knn_baseline(xtr, ytr, xte, yte, k=500)
     with pytest.raises(ValueError, match="train features have 3 dimensions but test features 2"):
-        X.svm_baseline(xtr, ytr, xte[:, :2], yte)
+        features.svm_baseline(xtr, ytr, xte[:, :2], yte)
 
 
 def test_top5_ranks_classes_by_score():
     scores = np.array([[0.9, 0.1, 0.5, 0.3, 0.2, 0.0, 0.4], [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
     classes = np.arange(7)
-    assert X._topk(scores, classes, np.array([1, 1]), 5) == 0.0  # class 1 is 6th in both rows
-    assert X._topk(scores, classes, np.array([4, 2]), 5) == 1.0
-    assert X._topk(scores, classes, np.array([4, 0]), 1) == 0.0
+    assert features.topk_accuracy(scores, classes, np.array([1, 1]), 5) == 0.0  # class 1 is 6th in both rows
+    assert features.topk_accuracy(scores, classes, np.array([4, 2]), 5) == 1.0
+    assert features.topk_accuracy(scores, classes, np.array([4, 0]), 1) == 0.0
 
 
 # -- ImageNet weights from torch's cache, without the network ---------------------------------------------------
