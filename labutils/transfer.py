@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from labutils import models as M
-from labutils.data import channels_and_classes
+from labutils.datasets import channels_and_classes
 from labutils.train import CheckpointMismatchError, load_backbone, load_checkpoint, load_state_checked
 from labutils.util import check_choice, check_int
 
@@ -130,7 +130,7 @@ def imagenet_weights_file(arch: str, weights: str = "DEFAULT") -> Path:
 
 def _download_weights(url: str, target: Path, timeout: float) -> str | None:
     """Download ``url`` to ``target`` (hash-checked by torch.hub) if its host answers; returns why not, or None."""
-    from labutils.data import network_reachable, socket_timeout
+    from labutils.datasets import network_reachable, socket_timeout
 
     host = urlparse(url).hostname or ""
     if not network_reachable(host, timeout=timeout):

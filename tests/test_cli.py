@@ -105,9 +105,9 @@ def test_unknown_notebook_and_profile_give_one_line(capsys):
 
 
 def test_data_command_reports_every_dataset(capsys, monkeypatch):
-    from labutils import data
+    from labutils import datasets
 
-    monkeypatch.setattr(data, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(datasets, "network_reachable", lambda *a, **k: False)
     assert main(["data", "mnist", "cifar10"]) == 0
     out = capsys.readouterr().out
     assert "mnist       ok" in out and "cifar10     missing" in out and "cifar-10-python.tar.gz" in out

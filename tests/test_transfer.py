@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from labutils import checks, data, features
+from labutils import checks, data, datasets, features
 from labutils import transfer as X
 from labutils.models import ResNet, ResNet18
 from labutils.train import CheckpointMismatchError, atomic_save, save_backbone
@@ -340,7 +340,7 @@ def test_imagenet_weights_missing_or_wrong_give_one_clear_error(torch_home, monk
     path = X.imagenet_weights_file("resnet18")
     with pytest.raises(X.ImageNetWeightsUnavailable, match=rf"place resnet18-f37072fd.pth .* in {path.parent}/"):
         X.imagenet_backbone("resnet18", download=False)
-    monkeypatch.setattr(data, "network_reachable", lambda host, timeout=4.0: False)
+    monkeypatch.setattr(datasets, "network_reachable", lambda host, timeout=4.0: False)
     with pytest.raises(X.ImageNetWeightsUnavailable, match="no connection to download.pytorch.org"):
         X.transfer_model("resnet18", num_classes=5)
     state = torchvision.models.resnet18(weights=None).state_dict()
