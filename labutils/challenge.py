@@ -16,6 +16,7 @@ per corrupted image; :func:`validate_submission` says in one sentence what is wr
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,48 @@ def write_submission(path: str | Path, ids: Sequence[str], labels: Sequence[int]
     return Path(path)
 
 
+def _submission_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """``(line number, fields)`` of every non-blank row of a submission CSV, header included.
+
+    Accepts what Kaggle accepts: UTF-8 with or without a byte-order mark, LF or CRLF line ends, and blank lines at
+    the end. Raises :class:`SubmissionError` naming the line for a file that is not UTF-8 text, a blank line
+    between rows, or a field too long for a CSV reader.
+    """
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise SubmissionError(f"Line {line} of {path.name} holds a NUL byte: a submission is a text file, not binary.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SubmissionError(
+            f"Line {line} of {path.name} is not UTF-8 text (byte 0x{raw[err.start]:02x}); save the submission as "
+            "UTF-8 CSV (write_submission() does)."
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    blank_at = None
+    try:
+        for row in reader:
+            if not any(field.strip() for field in row):
+                blank_at = blank_at or reader.line_num
+                continue
+            if blank_at is not None:
+                raise SubmissionError(f"Line {blank_at} of {path.name} is blank; only the end of the file may be.")
+            rows.append((reader.line_num, row))
+    except csv.Error as err:
+        raise SubmissionError(f"Line {reader.line_num} of {path.name} cannot be read as CSV ({err}).") from None
+    return rows
+
+
 def validate_submission(path: str | Path, ids: Sequence[str], num_classes: int) -> dict[str, int]:
     """Read and check a submission against the challenge's ``ids``; returns {id: label}.
 
-    Raises :class:`SubmissionError` with one sentence for: a missing file, a wrong header, a row that is not
-    ``id,label``, a label that is not an integer in 0..num_classes-1, an unknown id, a duplicate id, or an
-    id with no row.
+    Raises :class:`SubmissionError` with one sentence for: a missing file, a file that is not UTF-8 text or not
+    CSV, a wrong header, a row that is not ``id,label``, a label that is not an integer in 0..num_classes-1, an
+    unknown id, a duplicate id, or an id with no row. A byte-order mark, CRLF line ends and trailing blank lines
+    are accepted.
     """
     path = Path(path)
     if not path.is_file():
@@ -146,38 +183,35 @@ def validate_submission(path: str | Path, ids: Sequence[str], num_classes: int) 
     expected = set(map(str, ids))
     answers: dict[str, int] = {}
     first_row: dict[str, int] = {}
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != HEADER:
+    rows = _submission_rows(path)
+    header = rows[0][1] if rows else None
+    if header is None or tuple(h.strip() for h in header) != HEADER:
+        raise SubmissionError(
+            f"The header of {path.name} is {','.join(header or [])!r}; a submission starts with the line 'id,label'."
+        )
+    for row_number, row in rows[1:]:
+        if len(row) != 2:
             raise SubmissionError(
-                f"The header of {path.name} is {','.join(header or [])!r}; "
-                "a submission starts with the line 'id,label'."
+                f"Line {row_number} of {path.name} has {len(row)} fields ({','.join(row)!r}); every row is 'id,label'."
             )
-        for row_number, row in enumerate(reader, start=2):
-            if len(row) != 2:
-                raise SubmissionError(
-                    f"Line {row_number} of {path.name} has {len(row)} fields ({','.join(row)!r}); "
-                    "every row is 'id,label'."
-                )
-            image_id, text = row[0].strip(), row[1].strip()
-            if image_id not in expected:
-                raise SubmissionError(f"Line {row_number} has the id {image_id!r}, which is not in the challenge set.")
-            if image_id in answers:
-                raise SubmissionError(
-                    f"The id {image_id!r} appears twice (lines {first_row[image_id]} and {row_number}); "
-                    "give one row per image."
-                )
-            try:
-                label = int(text)
-            except ValueError:
-                label = None
-            if label is None or not 0 <= label < num_classes:
-                raise SubmissionError(
-                    f"Line {row_number} ({image_id}) has the label {text!r}, but labels are integers from 0 to "
-                    f"{num_classes - 1}."
-                )
-            answers[image_id], first_row[image_id] = label, row_number
+        image_id, text = row[0].strip(), row[1].strip()
+        if image_id not in expected:
+            raise SubmissionError(f"Line {row_number} has the id {image_id!r}, which is not in the challenge set.")
+        if image_id in answers:
+            raise SubmissionError(
+                f"The id {image_id!r} appears twice (lines {first_row[image_id]} and {row_number}); "
+                "give one row per image."
+            )
+        try:
+            label = int(text)
+        except ValueError:
+            label = None
+        if label is None or not 0 <= label < num_classes:
+            raise SubmissionError(
+                f"Line {row_number} ({image_id}) has the label {text!r}, but labels are integers from 0 to "
+                f"{num_classes - 1}."
+            )
+        answers[image_id], first_row[image_id] = label, row_number
     missing = [i for i in map(str, ids) if i not in answers]
     if missing:
         raise SubmissionError(
