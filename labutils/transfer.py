@@ -175,11 +175,18 @@ def imagenet_backbone(
                 f"{title} are not in torch's cache and could not be downloaded ({why}): place {path.name} "
                 f"(from {w.url}) in {path.parent}/ and run again, or use the course backbone."
             )
+    # Whatever the file holds, the fix is the same: the right file. torch's own message is not passed on: for a
+    # damaged file its advice (load with weights_only=False) would be wrong.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise ImageNetWeightsUnavailable(
+            f"{path} is damaged or is not a PyTorch weights file; replace it with {path.name} from {w.url}."
+        ) from None
+    try:
         load_state_checked(model, state, source=str(path))
-    except Exception as exc:  # whatever the file holds, the user's fix is the same: the right file
-        detail = str(exc).split(": ", 1)[-1] if isinstance(exc, CheckpointMismatchError) else str(exc)
+    except CheckpointMismatchError as exc:
+        detail = str(exc).split(": ", 1)[-1]
         raise ImageNetWeightsUnavailable(
             f"{path} is not {title} ({detail.rstrip('.')}); replace it with {path.name} from {w.url}."
         ) from None

@@ -349,9 +349,24 @@ def test_imagenet_weights_missing_or_wrong_give_one_clear_error(torch_home, monk
     atomic_save(state, path)
     with pytest.raises(X.ImageNetWeightsUnavailable, match=r"differ in shape \(e.g. 'fc.weight'.*replace it with"):
         X.imagenet_backbone("resnet18", download=False)
-    path.write_bytes(b"not a checkpoint")
-    with pytest.raises(X.ImageNetWeightsUnavailable, match=r"is not torchvision's resnet18 ImageNet weights"):
-        X.imagenet_backbone("resnet18", download=False)
+    whole = path.read_bytes()
+    damaged = {
+        "garbage": b"not a checkpoint",
+        "empty": b"",
+        "html": b"<!DOCTYPE html><html><body>Access denied</body></html>",
+        "truncated": whole[: len(whole) // 2],
+        "random": np.random.default_rng(0).bytes(4096),
+    }
+    for what, content in damaged.items():
+        path.write_bytes(content)
+        with pytest.raises(X.ImageNetWeightsUnavailable) as err:
+            X.imagenet_backbone("resnet18", download=False)
+        message = str(err.value)
+        assert message == (
+            f"{path} is damaged or is not a PyTorch weights file; replace it with {path.name} from "
+            f"{torchvision.models.ResNet18_Weights.DEFAULT.url}."
+        ), what
+        assert "weights_only" not in message and "\n" not in message, what
     with pytest.raises(ValueError, match=r"Unknown weights 'V9' for resnet50: choose one of DEFAULT, IMAGENET1K_V1"):
         X.imagenet_weights_file("resnet50", "V9")
     assert X.imagenet_weights_file("resnet50").name == torchvision.models.ResNet50_Weights.DEFAULT.url.rsplit("/")[-1]
