@@ -66,7 +66,7 @@ def build_challenge_set(
     severity, tag the corruptions ``distortion00``, ``distortion01``, ... in a seeded order and shuffle the
     N x len(names) x len(severities) images with ``seed``. ``benchmark`` as in :func:`labutils.corruptions.corrupt`.
     """
-    from labutils import corruptions as C
+    from labutils.corruptions.core import corrupt_arrays, usable_benchmark
 
     seed = check_int("seed", seed, 0)
     num_classes = check_int("num_classes", num_classes, 2)
@@ -81,8 +81,8 @@ def build_challenge_set(
     ids, parts, answers = [], [], []
     for name in names:
         for s in severities:
-            table = None if benchmark is None else C._table_for(name, benchmark)
-            parts.append(C.corrupt_arrays(images, name, s, seed, benchmark=table))
+            table = None if benchmark is None else usable_benchmark(name, benchmark)
+            parts.append(corrupt_arrays(images, name, s, seed, benchmark=table))
             ids += [challenge_id(tags[name], s, i) for i in range(len(images))]
             answers.append(labels)
     order = rng.permutation(len(ids))
@@ -96,28 +96,13 @@ def build_challenge_set(
 
 
 def predict(model, images: np.ndarray, info, *, batch_size: int = 256, device=None) -> np.ndarray:
-    """Arg-max class (M,) int64 of a model on uint8 images (M, C, H, W), normalised with ``info.mean/std``."""
-    import torch
+    """Arg-max class (M,) int64 of a model on uint8 images (M, C, H, W), normalised with ``info.mean/std``.
 
-    from labutils import get_device
+    The same predictions as the robustness evaluation makes: :func:`labutils.corruptions.predict_uint8`.
+    """
+    from labutils.corruptions import predict_uint8
 
-    device = torch.device(device) if device is not None else get_device()
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 (M, C, H, W), got {images.dtype} {images.shape}.")
-    mean = torch.tensor(info.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, dtype=torch.float32).view(1, -1, 1, 1)
-    was_training = model.training
-    model.to(device).eval()
-    out = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                x = (torch.from_numpy(images[start : start + batch_size]).float() / 255.0 - mean) / std
-                out.append(model(x.to(device)).argmax(1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+    return predict_uint8(model, images, info, batch_size=batch_size, device=device)
 
 
 def write_submission(path: str | Path, ids: Sequence[str], labels: Sequence[int]) -> Path:

@@ -356,7 +356,7 @@ def corruption_benchmark_dir(name: str) -> Path:
 
 def corruption_benchmark_available(name: str, corruption: str | None = None) -> bool:
     """True if ``labels.npy`` and the ``.npy`` of ``corruption`` (default: all 15 of CIFAR-C) are in place."""
-    from labutils.corruptions import CORRUPTIONS
+    from labutils.corruptions.core import CORRUPTIONS
 
     folder = corruption_benchmark_dir(name)
     wanted = CORRUPTIONS if corruption is None else (corruption,)
@@ -370,12 +370,12 @@ def load_corruption_benchmark(name: str, corruption: str, severity: int) -> tupl
     each N images (N, 32, 32, 3) uint8 (N = 10,000 in the release; any multiple of 5 rows is accepted);
     ``labels.npy`` holds the labels for all 5N rows (or N). Only the rows asked for are read.
     """
-    from labutils.corruptions import ALL_CORRUPTIONS, _check_severity
+    from labutils.corruptions.core import ALL_CORRUPTIONS, check_severity
 
     folder = corruption_benchmark_dir(name)
     if corruption not in ALL_CORRUPTIONS:
         raise ValueError(f"Unknown corruption {corruption!r}: choose one of {', '.join(ALL_CORRUPTIONS)}.")
-    severity = _check_severity(severity)
+    severity = check_severity(severity)
     title, url = _CORRUPTION_BENCHMARKS[name]
     missing = [f for f in (f"{corruption}.npy", "labels.npy") if not (folder / f).is_file()]
     if missing:

@@ -4,6 +4,7 @@ the score against the hidden labels."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 
 import numpy as np
@@ -133,3 +134,13 @@ def test_predict_matches_the_models_argmax_on_normalised_images():
     x = (torch.from_numpy(IMAGES).float() / 255 - 0.2) / 0.3
     np.testing.assert_array_equal(got, model(x).argmax(1).numpy())
     assert got.dtype == np.int64 and got.shape == (len(IMAGES),)
+
+
+def test_predict_is_the_robustness_evaluations_prediction():
+    info = DatasetInfo("toy", "toy", "toy", "test", False, 10, tuple("0123456789"), (1, 28, 28), (0.2,), (0.3,))
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    got = CH.predict(model, IMAGES, info, batch_size=4, device="cpu")
+    np.testing.assert_array_equal(got, C.predict_uint8(model, IMAGES, info, batch_size=7, device="cpu"))
+    with pytest.raises(ValueError, match=r"outputs \(10,\) scores per image but toy has 3 classes"):
+        CH.predict(model, IMAGES, dataclasses.replace(info, num_classes=3), device="cpu")

@@ -152,3 +152,54 @@ def test_saved_models_loads_backbones_of_the_same_dataset_and_skips_others(tmp_p
     x = torch.rand(2, 1, 28, 28)
     net.eval(), found["mine"].eval()
     torch.testing.assert_close(found["mine"](x), net(x))
+
+
+# -- predict_uint8: the one path from uint8 images to predicted classes --------------------------------------------
+def evaluate_predictions(model, images, labels, info) -> np.ndarray:
+    """The readable reference: the training loop's evaluate() over ImageArrayDataset, which normalises the same way."""
+    from torch.utils.data import DataLoader
+
+    from labutils.data import ImageArrayDataset
+    from labutils.train import evaluate
+
+    loader = DataLoader(ImageArrayDataset(images, labels, info.mean, info.std), batch_size=3)
+    return evaluate(model, loader, device="cpu").predictions
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 5, 256])
+def test_predict_uint8_equals_evaluate_on_the_normalised_images(batch_size):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    torch.manual_seed(3)
+    model(torch.zeros(1, 3, 32, 32))  # materialise the lazy layer, then draw every weight from the seed
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    model.train()
+    got = C.predict_uint8(model, COLOUR, CIFAR_INFO, batch_size=batch_size, device="cpu")
+    assert got.dtype == np.int64 and got.shape == (len(COLOUR),)
+    np.testing.assert_array_equal(got, evaluate_predictions(model, COLOUR, COLOUR_Y, CIFAR_INFO))
+    assert len(set(got.tolist())) > 1  # not a constant answer, which any normalisation would reproduce
+    assert model.training  # its mode is given back
+    empty = C.predict_uint8(model, COLOUR[:0], CIFAR_INFO, device="cpu")
+    assert empty.dtype == np.int64 and empty.shape == (0,)
+
+
+def test_predict_uint8_refuses_what_it_cannot_classify():
+    model = linear(784, 0)
+    with pytest.raises(ValueError, match=r"images must be uint8 \(M, C, H, W\), got float64"):
+        C.predict_uint8(model, GREY / 255.0, MNIST_INFO, device="cpu")
+    with pytest.raises(ValueError, match=r"^The model cannot take cifar10 images of shape \(3, 32, 32\)"):
+        C.predict_uint8(model, COLOUR, CIFAR_INFO, device="cpu")
+    narrow = dataclasses.replace(MNIST_INFO, num_classes=7)
+    with pytest.raises(ValueError, match=r"^Model 'a' outputs \(10,\) scores per image but mnist has 7 classes"):
+        C.predict_uint8(model, GREY, narrow, device="cpu", name="a")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        C.predict_uint8(model, GREY, MNIST_INFO, batch_size=0, device="cpu")
+
+
+def test_saved_models_skips_a_file_that_does_not_say_what_it_was_trained_on(tmp_path):
+    from labutils.models import SimpleCNN
+    from labutils.train import save_backbone
+
+    save_backbone(SimpleCNN(10, 1, 4), tmp_path / "bare.pt", {"model_kwargs": {"num_classes": 10, "in_channels": 1}})
+    found, skipped = C.saved_models([tmp_path / "bare.pt"], MNIST_INFO)
+    assert found == {} and "bare.json does not say what the network is and what it was trained on" in skipped["bare"]
