@@ -604,12 +604,15 @@ def source_backbone(recipe, *, lab: str = SOURCE_LAB, profile: str | None = None
     """Train (or reload from the cache of ``runs/<lab>/``) a source recipe and save its network as a backbone.
 
     Returns ``(path, result)``: ``path`` is ``backbone.pt`` in the run's folder, written with
-    :func:`labutils.train.save_backbone` (meta: ``model_kwargs``, ``dataset``, ``synthetic``, ``test_acc``,
-    ``key``) and rewritten only when its run changed, so recipes that name it keep their keys.
+    :func:`labutils.train.save_backbone` and the metadata of :func:`labutils.backbones.backbone_meta`, and
+    rewritten only when its run changed, so recipes that name it keep their keys.
     """
-    from labutils.experiment import run
+    from labutils import default_profile
+    from labutils.backbones import backbone_meta
+    from labutils.experiment import loaders_for, run
     from labutils.train import save_backbone
 
+    profile = profile or default_profile()
     result = run(recipe, lab=lab, profile=profile, progress=progress)
     if result.test is None:
         raise RuntimeError(f"The source run {recipe.name} was interrupted: run it again to finish it.")
@@ -618,15 +621,8 @@ def source_backbone(recipe, *, lab: str = SOURCE_LAB, profile: str | None = None
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("meta", {}).get("key") == result.key:
             return path, result
-    meta = {
-        "architecture": type(result.model).__name__,
-        "model_kwargs": dict(recipe.model_kwargs),
-        "dataset": result.dataset,
-        "synthetic": bool(result.dataset.get("synthetic")),
-        "test_acc": result.test.top1,
-        "key": result.key,
-    }
-    save_backbone(result.model.cpu(), path, meta)
+    info = loaders_for(recipe, profile).info  # built by run() above: no second load
+    save_backbone(result.model.cpu(), path, backbone_meta(result, info, profile=profile))
     return path, result
 
 

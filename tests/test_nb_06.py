@@ -107,7 +107,7 @@ def test_baselines_are_saved_with_their_provenance(metrics):
         assert 0.0 <= b["top1"] <= b["top5"] <= 1.0
         assert b["dataset"].startswith(dataset) and b["parameters"] == b["reloaded_parameters"]
         meta = json.loads((session_root() / "runs" / STEM / f"baseline_{name}.json").read_text())
-        assert meta["top1"] == b["top1"] and meta["top5"] == b["top5"]
+        assert meta["test_acc"] == b["top1"] and meta["test_top5"] == b["top5"]
         assert meta["synthetic"] == b["synthetic"] == meta["dataset"]["synthetic"]
         assert meta["model_kwargs"]["num_classes"] == meta["dataset"]["num_classes"]
     assert baselines["simple"]["augment"] == ("digits" if dataset == "mnist" else "strong")
