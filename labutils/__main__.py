@@ -113,11 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from labutils.nbtools import NotebookInterrupted
+
     try:
         return args.func(args)
     except ValueError as exc:  # a caller's mistake: one sentence, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except NotebookInterrupted as exc:  # Ctrl-C: one line, and the shell's exit status for SIGINT
+        print(f"\n{exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -267,6 +267,11 @@ class NotebookRun:
     error: str = ""
 
 
+class NotebookInterrupted(Exception):
+    """Ctrl-C (or SIGINT) while a notebook ran; the message names the notebook and cell. The experiment cache
+    keeps every finished run, and an interrupted one resumes from its last epoch when the notebook runs again."""
+
+
 def describe_failure(exc: BaseException) -> str:
     """'cell 7: ValueError: ...' from a papermill execution error; the bare message otherwise."""
     cell = getattr(exc, "exec_count", None) or getattr(exc, "cell_index", None)
@@ -484,7 +489,8 @@ def run_notebooks(
     ``parameters`` are checked first (``check_parameters``): a mistake raises ValueError before any kernel
     starts. A failing notebook does not stop the others; its cell and error are returned and listed in the
     report. ``progress`` shows one bar over all code cells with the running cell and training bars;
-    ``on_progress`` receives the same ``NotebookProgress`` after every change.
+    ``on_progress`` receives the same ``NotebookProgress`` after every change. An interrupt (Ctrl-C) stops the
+    whole run with :class:`NotebookInterrupted` after writing the report of the notebooks that finished.
     """
     from labutils import check_profile
     from labutils.results import build_report, runs_dir
@@ -496,16 +502,18 @@ def run_notebooks(
     bar = _ProgressBar(paths, progress)
     # Kernels inherit these; LABS_PROFILE also reaches a notebook whose parameters cell has no PROFILE.
     environment = dict(LABS_RUNS=str(runs), LABS_PROFILE=profile, MPLBACKEND=os.environ.get("MPLBACKEND", "Agg"))
-    with _environment(**environment):
-        for index, path in enumerate(paths):
-            bar.start(index, path.stem)
-            watch = NotebookProgress(path.stem, on_change=_both(bar, on_progress))
-            if "PROFILE" in notebook_parameters(path).defaults:
-                overrides[path] = {"PROFILE": profile, **overrides[path]}
-            results.append(_run_one(path, overrides[path], runs, watch))
-            bar.finish(results[-1].ok)
-    bar.close()
-    build_report(runs, failures={r.stem: r.error for r in results if not r.ok})
+    try:
+        with _environment(**environment):
+            for index, path in enumerate(paths):
+                bar.start(index, path.stem)
+                watch = NotebookProgress(path.stem, on_change=_both(bar, on_progress))
+                if "PROFILE" in notebook_parameters(path).defaults:
+                    overrides[path] = {"PROFILE": profile, **overrides[path]}
+                results.append(_run_one(path, overrides[path], runs, watch))
+                bar.finish(results[-1].ok)
+    finally:  # an interrupt stops the run, but the notebooks that finished are still reported
+        bar.close()
+        build_report(runs, failures={r.stem: r.error for r in results if not r.ok})
     return results
 
 
@@ -552,6 +560,9 @@ def _run_one(path: Path, parameters: dict[str, Any], runs: Path, watch: Notebook
             progress=watch,
             kernel_log=kernel_log,
         )
+    except KeyboardInterrupt:
+        cell = f", cell {watch.cell}" if watch is not None and watch.cell else ""
+        raise NotebookInterrupted(f"interrupted in {path.stem}{cell}; finished runs are cached") from None
     except Exception as exc:  # report and go on: one broken lab must not hide the others
         error = describe_failure(exc)
         if kernel_log.exists() and kernel_log.stat().st_size:
