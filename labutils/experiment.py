@@ -251,46 +251,31 @@ def build(recipe: Recipe):
 
 
 def build_optimizer(recipe: Recipe, model):
-    """The recipe's optimizer; with ``lr_groups``, one parameter group per prefix (lr = recipe.lr × multiplier)."""
-    import torch
-
+    """The recipe's optimizer (:func:`labutils.train.build_optimizer`); with ``lr_groups``, one parameter
+    group per prefix (lr = recipe.lr × multiplier) and one for the parameters matching no prefix (recipe.lr)."""
     from labutils.train import build_optimizer as by_name
 
-    if not recipe.lr_groups:
-        return by_name(
-            model,
-            recipe.optimizer,
-            lr=recipe.lr,
-            weight_decay=recipe.weight_decay,
-            momentum=recipe.momentum,
-            nesterov=recipe.nesterov,
-        )
-    groups: dict[str, list] = {prefix: [] for prefix in recipe.lr_groups}
-    rest = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        prefix = next((pre for pre in recipe.lr_groups if name.startswith(pre)), None)
-        (groups[prefix] if prefix is not None else rest).append(p)
-    empty = [pre for pre, params in groups.items() if not params]
-    if empty:
-        raise ValueError(f"lr_groups prefix {empty[0]!r} matches no trainable parameter of {type(model).__name__}.")
-    param_groups = [{"params": ps, "lr": recipe.lr * recipe.lr_groups[pre]} for pre, ps in groups.items()]
-    if rest:
-        param_groups.append({"params": rest, "lr": recipe.lr})
-    name = recipe.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(
-            param_groups,
-            lr=recipe.lr,
-            momentum=recipe.momentum,
-            nesterov=recipe.nesterov,
-            weight_decay=recipe.weight_decay,
-        )
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(param_groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return by_name(model, recipe.optimizer)  # raises the clear unknown-optimizer error
+    params = model
+    if recipe.lr_groups:
+        groups: dict[str, list] = {prefix: [] for prefix in recipe.lr_groups}
+        rest = []
+        for name, p in model.named_parameters():
+            prefix = next((pre for pre in recipe.lr_groups if name.startswith(pre)), None)
+            if p.requires_grad:
+                (groups[prefix] if prefix is not None else rest).append(p)
+        empty = [pre for pre, ps in groups.items() if not ps]
+        if empty:
+            raise ValueError(f"lr_groups prefix {empty[0]!r} matches no trainable parameter of {type(model).__name__}.")
+        params = [{"params": ps, "lr": recipe.lr * recipe.lr_groups[pre]} for pre, ps in groups.items()]
+        params += [{"params": rest}] if rest else []
+    return by_name(
+        params,
+        recipe.optimizer,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -453,7 +438,7 @@ def run(
             device=device,
             progress=progress,
             max_steps_per_epoch=recipe.max_steps_per_epoch,
-            **_architecture_kwarg(recipe),
+            architecture={"model": factory_path(recipe.model), "model_kwargs": _plain(dict(recipe.model_kwargs))},
         )
     except NonFiniteLossError as exc:  # a diverged run is a result too: report it, keep its best weights
         history, diverged = exc.history if isinstance(exc.history, History) else History(), str(exc)
@@ -476,17 +461,6 @@ def run(
         tracker.finish()
     _save(folder, model, history, test, recorder, seconds, diverged, key, recipe, dataset)
     return RunResult(recipe, key, folder, model, history, test, recorder, seconds, False, dataset, diverged)
-
-
-def _architecture_kwarg(recipe: Recipe) -> dict[str, Any]:
-    """``architecture=`` for fit when it accepts one (checkpoints then refuse a different model)."""
-    import inspect
-
-    from labutils.train import fit
-
-    if "architecture" not in inspect.signature(fit).parameters:
-        return {}
-    return {"architecture": {"model": factory_path(recipe.model), "model_kwargs": _plain(dict(recipe.model_kwargs))}}
 
 
 def _tracker(recipe: Recipe, lab: str, profile: str, key: str, dataset: Mapping[str, Any]):
