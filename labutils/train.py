@@ -247,8 +247,8 @@ def build_scheduler(
     elif name == "step" and "step_size" in kwargs:
         cls, args = sched.StepLR, {"gamma": 0.1}
     elif name == "step":
-        cls, args = sched.MultiStepLR, {"milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})}
-        args["gamma"] = 0.1
+        milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
+        cls, args = sched.MultiStepLR, {"milestones": milestones, "gamma": 0.1}
     elif name == "cosine":
         cls, args = sched.CosineAnnealingLR, {"T_max": epochs}
     else:
