@@ -250,10 +250,10 @@ def build(recipe: Recipe):
         raise ValueError(f"{factory_path(recipe.model)} cannot be built with {kwargs}: {exc}") from None
 
 
-def build_optimizer(recipe: Recipe, model):
-    """The recipe's optimizer (:func:`labutils.train.build_optimizer`); with ``lr_groups``, one parameter
-    group per prefix (lr = recipe.lr × multiplier) and one for the parameters matching no prefix (recipe.lr)."""
-    from labutils.train import build_optimizer as by_name
+def optimizer_for(recipe: Recipe, model):
+    """The recipe's optimizer, built by :func:`labutils.optimizers.build_optimizer`; with ``lr_groups``, one
+    parameter group per prefix (lr = recipe.lr × multiplier) and one for the parameters matching no prefix."""
+    from labutils.optimizers import build_optimizer
 
     params = model
     if recipe.lr_groups:
@@ -268,7 +268,7 @@ def build_optimizer(recipe: Recipe, model):
             raise ValueError(f"lr_groups prefix {empty[0]!r} matches no trainable parameter of {type(model).__name__}.")
         params = [{"params": ps, "lr": recipe.lr * recipe.lr_groups[pre]} for pre, ps in groups.items()]
         params += [{"params": rest}] if rest else []
-    return by_name(
+    return build_optimizer(
         params,
         recipe.optimizer,
         lr=recipe.lr,
@@ -365,9 +365,9 @@ def run_dir(lab: str) -> Path:
 
 
 def _reset_data_order(loader, seed: int) -> None:
-    from labutils.train import _loader_generators
+    from labutils.checkpoints import loader_generators
 
-    for gen in _loader_generators(loader):
+    for gen in loader_generators(loader):
         gen.manual_seed(seed)
 
 
@@ -412,7 +412,7 @@ def run(
     _write_json(folder / RECIPE_FILE, {"key": key, "recipe": recipe.as_config(), "dataset": dataset})
 
     model = build(recipe)
-    optimizer = build_optimizer(recipe, model)
+    optimizer = optimizer_for(recipe, model)
     _reset_data_order(loaders.train, recipe.seed)  # every run of a lab sees the same sequence of batches
     recorder = GradientRecorder(model, every=recipe.record_every) if recipe.record_every else None
     tracker = _tracker(recipe, lab, profile, key, dataset) if recipe.track else None
@@ -589,7 +589,7 @@ __all__ = [
     "results_table",
     "recipe_key",
     "build",
-    "build_optimizer",
+    "optimizer_for",
     "loaders_for",
     "factory_path",
     "HARNESS_VERSION",

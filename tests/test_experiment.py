@@ -164,13 +164,13 @@ def test_results_table_has_one_row_per_run_with_extra_columns(runs):
 def test_lr_groups_give_one_parameter_group_per_prefix():
     recipe = tiny(optimizer="sgd", lr=0.1, lr_groups={"stem": 0.1})
     model = experiment.build(recipe)
-    opt = experiment.build_optimizer(recipe, model)
+    opt = experiment.optimizer_for(recipe, model)
     lrs = sorted(g["lr"] for g in opt.param_groups)
     assert lrs == pytest.approx([0.01, 0.1])
     n_grouped = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n_grouped == sum(p.numel() for p in model.parameters())
     with pytest.raises(ValueError, match="'nothing' matches no trainable parameter"):
-        experiment.build_optimizer(tiny(lr_groups={"nothing": 0.1}), model)
+        experiment.optimizer_for(tiny(lr_groups={"nothing": 0.1}), model)
 
 
 def test_equal_builds_start_from_equal_weights():

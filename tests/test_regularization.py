@@ -58,7 +58,7 @@ def test_each_configuration_builds_exactly_its_layers_and_optimizer(name):
     assert len(modules(model, nn.ReLU)) == 4 and len(modules(model, nn.MaxPool2d)) == 3
     # a conv followed by batch norm has no bias; without it, it has one
     assert all((c.bias is None) == bool(n_bn) for c in modules(model, nn.Conv2d))
-    optimizer = experiment.build_optimizer(recipe, model)
+    optimizer = experiment.optimizer_for(recipe, model)
     assert isinstance(optimizer, torch.optim.Adam)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [wd]
     assert optimizer.param_groups[0]["lr"] == 1e-3

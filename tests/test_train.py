@@ -900,7 +900,7 @@ def test_sgd_options_with_adam_are_an_error_not_ignored():
         T.build_optimizer(model, "sgd", lr=0)
 
 
-def test_experiment_build_optimizer_with_lr_groups_is_train_build_optimizer():
+def test_experiment_optimizer_for_with_lr_groups_is_build_optimizer():
     from labutils.models import MLP
 
     recipe = experiment.Recipe(
@@ -909,14 +909,14 @@ def test_experiment_build_optimizer_with_lr_groups_is_train_build_optimizer():
     model = experiment.build(recipe)
     first = next(name for name, _ in model.named_parameters()).split(".")[0]
     grouped = recipe.replace(optimizer="sgd", lr=0.1, momentum=0.7, nesterov=True, lr_groups={first: 0.1})
-    opt = experiment.build_optimizer(grouped, model)
+    opt = experiment.optimizer_for(grouped, model)
     assert isinstance(opt, torch.optim.SGD) and len(opt.param_groups) == 2
     assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.01, 0.1], rel=1e-12)
     assert all(g["nesterov"] and g["momentum"] == 0.7 for g in opt.param_groups)
     # Adam with nesterov used to be silently ignored once lr_groups were given
     for lr_groups in (None, {first: 0.1}):
         with pytest.raises(ValueError, match="nesterov=True applies to optimizer='sgd' only, not 'adam'"):
-            experiment.build_optimizer(grouped.replace(optimizer="adam", momentum=0.9, lr_groups=lr_groups), model)
+            experiment.optimizer_for(grouped.replace(optimizer="adam", momentum=0.9, lr_groups=lr_groups), model)
 
 
 def test_checkpoint_functions_stay_importable_from_train():
