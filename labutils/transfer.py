@@ -1,14 +1,5 @@
-"""Transfer learning: pretrained backbones, a stage view of them, freezing by stage, strategies by name,
-discriminative learning rates, feature extraction and classical baselines on the features.
-
-A backbone is one of
-
-* ``"course"``: a network saved by lab 05 with :func:`labutils.train.save_backbone` (a CIFAR ResNet of depth
-  6n + 2 or the course's ResNet-18), rebuilt from the checkpoint's ``model_kwargs``;
-* ``"resnet18"`` / ``"resnet50"``: torchvision's ImageNet networks. Their weights are read from torch's cache,
-  ``$TORCH_HOME/hub/checkpoints/`` under torchvision's own file names (``resnet18-f37072fd.pth`` …), or
-  downloaded there when the host answers within seconds; otherwise :class:`ImageNetWeightsUnavailable` says
-  which file to place where, and a lab goes on with the course backbone.
+"""Transfer learning: a stage view of pretrained backbones, freezing by stage, strategies by name,
+discriminative learning rates, and the recipes of source and transfer runs.
 
 Every backbone is seen as the same few **stages**, input side first, ending with the classifier ``head``::
 
@@ -31,8 +22,9 @@ what small batches from a new dataset need; ``freeze_bn=False`` lets them adapt.
 
 >>> model = transfer_model("course", checkpoint=path, strategy="ft0", num_classes=5)
 >>> groups = param_groups(model, lr=1e-3, decay=0.3)           # head 1e-3, last stage 3e-4, ...
->>> feats, labels = extract_features(model, loaders.train)      # (N, D) float32, (N,) int64
->>> svm_baseline(feats, labels, test_feats, test_labels, C=1.0).top1
+
+The backbones themselves (the course's, torchvision's ImageNet ResNets) are built by :mod:`labutils.backbones`;
+features and classical baselines on them are :mod:`labutils.features`.
 """
 
 from __future__ import annotations
@@ -43,18 +35,23 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from labutils import models as M
+from labutils.backbones import (
+    IMAGENET_ARCHS,
+    ImageNetWeightsUnavailable,
+    course_backbone,
+    imagenet_backbone,
+    imagenet_weights_file,
+)
 from labutils.datasets import channels_and_classes
-from labutils.train import CheckpointMismatchError, load_backbone, load_checkpoint, load_state_checked
+from labutils.train import load_checkpoint, load_state_checked
 from labutils.util import check_choice, check_int
 
 BACKBONES = ("course", "resnet18", "resnet50")
-IMAGENET_ARCHS = ("resnet18", "resnet50")
 STRATEGIES = ("linear_probe", "ft0", "ft1", "ft2", "full", "two_phase")
 HEAD = "head"
 # The two-phase recipe: phase 1 trains the head for TWO_PHASE_EPOCHS epochs; phase 2 unfreezes the last
@@ -62,135 +59,10 @@ HEAD = "head"
 TWO_PHASE_EPOCHS = 10
 TWO_PHASE_UNFREEZE = 2
 TWO_PHASE_LR_FACTOR = 0.1
-DOWNLOAD_TIMEOUT_S = 4.0  # the connection probe; a download that started is bounded per socket read
-
-
-class ImageNetWeightsUnavailable(RuntimeError):
-    """torchvision's ImageNet weights are neither in torch's cache nor downloadable (or the cached file is wrong)."""
 
 
 class HeadMismatchError(ValueError):
     """A classifier head's number of outputs differs from the number of classes of the target data."""
-
-
-# --------------------------------------------------------------------------------------------
-# Backbones
-# --------------------------------------------------------------------------------------------
-_COURSE_CLASSES = {"ResNet": M.ResNet, "PlainCNN": M.PlainCNN, "ResNet18": M.ResNet18}
-
-
-def course_backbone(path: str | os.PathLike, *, pretrained: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """The network lab 05 saved at ``path`` (:func:`labutils.train.save_backbone`); returns ``(model, meta)``.
-
-    The architecture comes from the checkpoint (``model_class`` and ``meta["model_kwargs"]``).
-    ``pretrained=False`` builds the same architecture with fresh random weights: the from-scratch baseline.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No course backbone at {path}: run lab 05 (notebooks/05_residual_cnn.ipynb), which saves "
-            "runs/05_residual_cnn/backbone_resnet.pt, or pass the file it wrote."
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "labutils-backbone":
-        raise ValueError(f"{path} is not a backbone checkpoint written by labutils.train.save_backbone.")
-    name = ckpt.get("model_class")
-    if name not in _COURSE_CLASSES:
-        raise ValueError(
-            f"{path} holds a {name}; transfer works with the course's {', '.join(_COURSE_CLASSES)} backbones."
-        )
-    if not pretrained:
-        meta = dict(ckpt["meta"])
-        return _COURSE_CLASSES[name](**meta.get("model_kwargs", {})), meta
-    return load_backbone(path, _COURSE_CLASSES[name])
-
-
-def _imagenet_weights(arch: str, weights: str):
-    from torchvision import models as tvm
-
-    check_choice("ImageNet backbone", arch, IMAGENET_ARCHS)
-    enum = tvm.get_model_weights(arch)
-    try:
-        return enum[weights]
-    except KeyError:
-        raise ValueError(
-            f"Unknown weights {weights!r} for {arch}: choose one of DEFAULT, {', '.join(w.name for w in enum)}."
-        ) from None
-
-
-def imagenet_weights_file(arch: str, weights: str = "DEFAULT") -> Path:
-    """Where torch's cache keeps ``arch``'s ImageNet weights: ``$TORCH_HOME/hub/checkpoints/<torchvision's name>``.
-
-    The file name is the last part of the weights' URL in torchvision's enum (e.g. ``resnet18-f37072fd.pth``),
-    exactly where ``torchvision.models.resnet18(weights=...)`` looks for it.
-    """
-    url = _imagenet_weights(arch, weights).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-
-
-def _download_weights(url: str, target: Path, timeout: float) -> str | None:
-    """Download ``url`` to ``target`` (hash-checked by torch.hub) if its host answers; returns why not, or None."""
-    from labutils.datasets import network_reachable, socket_timeout
-
-    host = urlparse(url).hostname or ""
-    if not network_reachable(host, timeout=timeout):
-        return f"no connection to {host}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    match = torch.hub.HASH_REGEX.search(target.name)
-    try:
-        with socket_timeout(30):
-            torch.hub.download_url_to_file(url, str(target), hash_prefix=match.group(1) if match else None)
-    except Exception as exc:  # a refused or broken download is missing weights, not a crash
-        return f"download failed ({type(exc).__name__}: {exc})"
-    return None
-
-
-def imagenet_backbone(
-    arch: str = "resnet18",
-    *,
-    weights: str = "DEFAULT",
-    pretrained: bool = True,
-    download: bool = True,
-    timeout: float = DOWNLOAD_TIMEOUT_S,
-) -> nn.Module:
-    """torchvision's ``arch`` (``resnet18`` or ``resnet50``) with ImageNet weights from torch's cache.
-
-    ``weights`` names a member of torchvision's weights enum (``"DEFAULT"``, ``"IMAGENET1K_V1"``, …). A missing
-    file is downloaded when ``download`` and the host answers within ``timeout`` seconds; otherwise, or when
-    the file holds something else, :class:`ImageNetWeightsUnavailable` says which file to place where.
-    ``pretrained=False`` gives the same network with random weights (no file needed).
-    """
-    from torchvision import models as tvm
-
-    w = _imagenet_weights(arch, weights)
-    model = tvm.get_model(arch, weights=None)
-    if not pretrained:
-        return model
-    path = imagenet_weights_file(arch, weights)
-    title = f"torchvision's {arch} ImageNet weights ({w.name})"
-    if not path.is_file():
-        why = _download_weights(w.url, path, timeout) if download else "downloading was not allowed"
-        if why is not None:
-            raise ImageNetWeightsUnavailable(
-                f"{title} are not in torch's cache and could not be downloaded ({why}): place {path.name} "
-                f"(from {w.url}) in {path.parent}/ and run again, or use the course backbone."
-            )
-    # Whatever the file holds, the fix is the same: the right file. torch's own message is not passed on: for a
-    # damaged file its advice (load with weights_only=False) would be wrong.
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        raise ImageNetWeightsUnavailable(
-            f"{path} is damaged or is not a PyTorch weights file; replace it with {path.name} from {w.url}."
-        ) from None
-    try:
-        load_state_checked(model, state, source=str(path))
-    except CheckpointMismatchError as exc:
-        detail = str(exc).split(": ", 1)[-1]
-        raise ImageNetWeightsUnavailable(
-            f"{path} is not {title} ({detail.rstrip('.')}); replace it with {path.name} from {w.url}."
-        ) from None
-    return model
 
 
 # --------------------------------------------------------------------------------------------
