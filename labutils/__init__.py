@@ -36,13 +36,16 @@ def pick(profile: str, quick, full):
 
 
 def seed_everything(seed: int) -> int:
-    """Seed Python, NumPy and (if installed) torch on every device. Returns the seed."""
+    """Seed Python, NumPy and (if installed) torch on every device. Returns the seed.
+
+    Python's string hashing is not touched: it is fixed when the interpreter starts (``PYTHONHASHSEED``), so
+    setting it here would change nothing in the running process.
+    """
     import numpy as np
 
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    os.environ["PYTHONHASHSEED"] = str(seed)
     try:
         import torch
     except ImportError:  # NumPy-only use of the package
