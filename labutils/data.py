@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from labutils.datasets import (
     DATASETS,
     DatasetInfo,
     DatasetUnavailableError,
-    data_dir,
+    data_dir,  # noqa: F401  (re-exported: callers ask labutils.data where the data lives)
     dataset_spec,
     load_raw,
 )
@@ -335,67 +334,3 @@ def fetch(names: list[str] | tuple[str, ...] = DATASETS) -> dict[str, str]:
         except DatasetUnavailableError as exc:
             status[name] = f"missing — {exc}"
     return status
-
-
-# -- published corruption benchmarks (CIFAR-10-C, CIFAR-100-C) ----------------------------------------
-_CORRUPTION_BENCHMARKS = {
-    "cifar10": ("CIFAR-10-C", "https://zenodo.org/record/2535967"),
-    "cifar100": ("CIFAR-100-C", "https://zenodo.org/record/3555552"),
-}
-
-
-def corruption_benchmark_dir(name: str) -> Path:
-    """Where the published ``.npy`` files of ``name``'s corruption benchmark live: ``<data>/CIFAR-10-C/``."""
-    if name not in _CORRUPTION_BENCHMARKS:
-        raise ValueError(
-            f"No published corruption benchmark for {name!r}: choose one of {', '.join(_CORRUPTION_BENCHMARKS)} "
-            "(other datasets are corrupted on the fly with labutils.corruptions)."
-        )
-    return data_dir() / _CORRUPTION_BENCHMARKS[name][0]
-
-
-def corruption_benchmark_available(name: str, corruption: str | None = None) -> bool:
-    """True if ``labels.npy`` and the ``.npy`` of ``corruption`` (default: all 15 of CIFAR-C) are in place."""
-    from labutils.corruptions.core import CORRUPTIONS
-
-    folder = corruption_benchmark_dir(name)
-    wanted = CORRUPTIONS if corruption is None else (corruption,)
-    return all((folder / f"{c}.npy").is_file() for c in (*wanted, "labels"))
-
-
-def load_corruption_benchmark(name: str, corruption: str, severity: int) -> tuple[np.ndarray, np.ndarray]:
-    """One severity of a published corruption file: uint8 images (N, 3, 32, 32) and int64 labels (N,).
-
-    ``<data>/CIFAR-10-C/<corruption>.npy`` holds the 5 severities one after the other (severity 1 first),
-    each N images (N, 32, 32, 3) uint8 (N = 10,000 in the release; any multiple of 5 rows is accepted);
-    ``labels.npy`` holds the labels for all 5N rows (or N). Only the rows asked for are read.
-    """
-    from labutils.corruptions.core import ALL_CORRUPTIONS, check_severity
-
-    folder = corruption_benchmark_dir(name)
-    if corruption not in ALL_CORRUPTIONS:
-        raise ValueError(f"Unknown corruption {corruption!r}: choose one of {', '.join(ALL_CORRUPTIONS)}.")
-    severity = check_severity(severity)
-    title, url = _CORRUPTION_BENCHMARKS[name]
-    missing = [f for f in (f"{corruption}.npy", "labels.npy") if not (folder / f).is_file()]
-    if missing:
-        raise DatasetUnavailableError(
-            f"{title} is not in {folder}: place {' and '.join(missing)} from the published {title} archive "
-            f"({url}) in that folder."
-        )
-    images = np.load(folder / f"{corruption}.npy", mmap_mode="r")
-    labels = np.load(folder / "labels.npy", mmap_mode="r")
-    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) % 5:
-        raise ValueError(
-            f"{folder / f'{corruption}.npy'} holds {images.dtype} {images.shape}: expected uint8 (5N, H, W, 3), "
-            "five severities of N images."
-        )
-    n = len(images) // 5
-    if len(labels) not in (n, 5 * n):
-        raise ValueError(
-            f"{folder / 'labels.npy'} has {len(labels)} labels for {n} images per severity: expected {n} or {5 * n}."
-        )
-    rows = slice((severity - 1) * n, severity * n)
-    x = np.ascontiguousarray(images[rows].transpose(0, 3, 1, 2))
-    y = np.asarray(labels[rows] if len(labels) == 5 * n else labels, dtype=np.int64)
-    return x, y

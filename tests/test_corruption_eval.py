@@ -61,6 +61,16 @@ def test_every_accuracy_is_the_models_accuracy_on_that_corrupted_copy(mnist_resu
         assert res.clean[name] == pytest.approx(by_hand(model, GREY, GREY_Y, MNIST_INFO), abs=1e-12)
 
 
+def test_spatter_is_starred_with_cifar_c_water_only():
+    model = linear(784, 0)
+    on_mnist = C.evaluate_under_corruption(model, GREY, GREY_Y, MNIST_INFO, ["spatter"], [1], progress=False)
+    assert not on_mnist.frame.approximation.any() and list(on_mnist.table("model").index) == ["spatter"]
+    on_cifar = C.evaluate_under_corruption(
+        model, GREY, GREY_Y, MNIST_INFO, ["spatter"], [1], benchmark="cifar", progress=False
+    )
+    assert on_cifar.frame.approximation.all() and list(on_cifar.table("model").index) == ["spatter *"]
+
+
 def test_tables_summary_and_heatmaps_read_the_same_numbers(mnist_results):
     _, res = mnist_results
     table = res.table("a")

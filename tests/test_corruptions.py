@@ -1,6 +1,7 @@
 """labutils.corruptions on small synthetic batches (3x32x32 colour, 1x28x28 greyscale): determinism per seed,
 shape/dtype/range, damage growing with severity, published parameters, independent references (colorsys,
-PIL, scipy), errors, the whole-test-set helpers, mCE by hand, and the published .npy loader."""
+PIL, scipy, and the published generators' formulas re-computed with scipy on the same random numbers), errors,
+the whole-test-set helpers and mCE by hand. The published .npy loader: test_corruptions_published.py."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import pytest
 import torch
 
 from labutils import corruptions as C
-from labutils import data as D
 from labutils import synthetic
-from labutils.corruptions import cifar_c, core, ops
+from labutils.corruptions import cifar_c, core, mnist_c, ops
 
 torch.set_num_threads(1)
 
@@ -233,6 +233,149 @@ def test_geometric_corruptions_move_pixels_as_stated():
     assert float(small.sum()) == pytest.approx(float(blob.sum()) / 4, rel=0.1)
 
 
+# -- against the published generators (their formulas in scipy, the same random numbers) ---------------------
+def test_remap_border_modes_match_scipy_map_coordinates():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = COLOUR[:1, :1, :8, :8]
+    rng = np.random.default_rng(0)
+    rows = torch.from_numpy(rng.uniform(-3, 10, (1, 8, 8))).float()
+    cols = torch.from_numpy(rng.uniform(-3, 10, (1, 8, 8))).float()
+    for mode in ("nearest", "mirror", "reflect"):
+        ref = ndimage.map_coordinates(x[0, 0].double().numpy(), [rows[0].numpy(), cols[0].numpy()], order=1, mode=mode)
+        np.testing.assert_allclose(ops.remap(x, rows, cols, mode)[0, 0].numpy(), ref, atol=1e-5, err_msg=mode)
+
+
+def reference_elastic(x: np.ndarray, param, jitter_draws, noise) -> np.ndarray:
+    """CIFAR-C's elastic transform with scipy, image by image: an affine warp through three reference points
+    (OpenCV's warpAffine, bilinear, REFLECT_101 border = scipy's 'mirror'), then displacements dx, dy
+    (uniform noise blurred with sigma, reflect borders, truncate 3, times alpha) sampled with
+    map_coordinates(order=1, mode='reflect'), clipped to [0, 1]. x (N, C, H, W) float64."""
+    from scipy import ndimage
+
+    n, c, h, w = x.shape
+    alpha, sigma, jitter = (p * h for p in param)
+    centre, third = np.array([w // 2, h // 2], float), min(h, w) // 3
+    pts1 = np.array([centre + third, [centre[0] + third, centre[1] - third], centre - third])  # (x, y) points
+    out = np.empty_like(x)
+    for i in range(n):
+        m = np.linalg.solve(np.c_[pts1, np.ones(3)], pts1 + jitter_draws[i]).T  # dst = m @ (x, y, 1)
+        inv = np.linalg.inv(m[:, :2])  # warpAffine samples the source at m^-1 (dst - b); scipy wants (row, col)
+        swap = np.array([[0, 1], [1, 0]])
+        warped = [
+            ndimage.affine_transform(ch, swap @ inv @ swap, offset=-(swap @ inv @ m[:, 2]), order=1, mode="mirror")
+            for ch in x[i]
+        ]
+        dx, dy = (ndimage.gaussian_filter(noise[i, k], sigma, mode="reflect", truncate=3) * alpha for k in (0, 1))
+        rr, cc = np.mgrid[0:h, 0:w]
+        out[i] = [ndimage.map_coordinates(ch, [rr + dy, cc + dx], order=1, mode="reflect") for ch in warped]
+    return np.clip(out, 0, 1)
+
+
+@pytest.mark.parametrize("severity", [2, 3, 5])
+def test_elastic_transform_matches_the_published_formula(severity):
+    pytest.importorskip("scipy.ndimage")
+    x = COLOUR[:3]
+    param = cifar_c.PARAMETERS["elastic_transform"][severity - 1]
+    out = cifar_c.elastic_transform(x, param, np.random.default_rng(7), "cifar").clamp(0, 1).numpy()
+    rng = np.random.default_rng(7)  # the same draws, in the implementation's order: jitter, then noise
+    jitter = rng.uniform(-param[2] * 32, param[2] * 32, (3, 3, 2))
+    noise = rng.uniform(-1, 1, (3, 2, 32, 32))
+    ref = reference_elastic(x.double().numpy(), param, jitter, noise)
+    np.testing.assert_allclose(out, ref, atol=1e-4)  # float32 torch against float64 scipy
+    # the edge repeated matters: sampling the displacement with the mirror border instead moves border pixels
+    border = np.zeros((32, 32), bool)
+    border[[0, -1]] = border[:, [0, -1]] = True
+    assert np.abs(out - ref)[..., border].max() < 1e-4
+
+
+def reference_mnist_glass_blur(x: np.ndarray, param, shifts, move) -> np.ndarray:
+    """MNIST-C's glass blur with scipy on (N, 1, 28, 28) float64: a Gaussian blur along each column only
+    (skimage's multichannel blur of a 2-D image takes the columns for channels), then from the bottom-right
+    pixel to the top-left, for each pass: with probability 1/2 swap the pixel with the one (dy, dx) away,
+    then the same vertical blur again, clipped to [0, 1]."""
+    from scipy import ndimage
+
+    sigma, delta, passes = param
+    n, _, h, w = x.shape
+    out = np.empty_like(x)
+    for i in range(n):
+        img = ndimage.gaussian_filter1d(x[i, 0], sigma, axis=0, mode="nearest", truncate=4.0)
+        step = 0
+        for _ in range(passes):
+            for r in range(h - delta, delta, -1):
+                for c in range(w - delta, delta, -1):
+                    if move[step, i]:
+                        dx, dy = shifts[step, :, i]
+                        img[r, c], img[r + dy, c + dx] = img[r + dy, c + dx], img[r, c]
+                    step += 1
+        out[i, 0] = ndimage.gaussian_filter1d(img, sigma, axis=0, mode="nearest", truncate=4.0)
+    return np.clip(out, 0, 1)
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_mnist_c_glass_blur_matches_the_published_formula(severity):
+    pytest.importorskip("scipy.ndimage")
+    x = GREY[:2]
+    param = mnist_c.PARAMETERS["glass_blur"][severity - 1]
+    out = cifar_c.glass_blur(x, param, np.random.default_rng(3), "mnist").clamp(0, 1).numpy()
+    sigma, delta, passes = param
+    rng = np.random.default_rng(3)  # the same draws, in the implementation's order: shifts, then the coin
+    steps = passes * len(range(28 - delta, delta, -1)) ** 2
+    shifts = rng.integers(-delta, delta, size=(steps, 2, 2))
+    move = rng.random((steps, 2)) < 0.5
+    ref = reference_mnist_glass_blur(x.double().numpy(), param, shifts, move)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    # vertical only: a single bright pixel, without shuffling (sigma only), spreads along its column alone
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[0, 0, 14, 14] = 1.0
+    blurred = ops.gaussian_filter(dot, sigma, vertical_only=True)
+    assert float(blurred[0, 0, :, 14].sum()) == pytest.approx(1.0, abs=1e-6)
+    assert float(blurred[0, 0, 14, 13]) == 0.0 and float(blurred[0, 0, 13, 14]) > 0.05
+
+
+def test_corrupt_arrays_truncates_like_the_published_files():
+    # contrast draws nothing: the published formula in float64, then np.uint8 of clip(x, 0, 1) * 255
+    u8 = C.to_uint8(COLOUR)
+    x = u8.astype(np.float64) / 255.0
+    mean = x.mean(axis=(2, 3), keepdims=True)
+    levels = np.clip((x - mean) * C.parameters("contrast", 3) + mean, 0, 1) * 255
+    out = C.corrupt_arrays(u8, "contrast", 3)
+    # float32 against float64: leave out values a hair off a whole level (not the clipped 0 and 255)
+    clear = (np.abs(levels - np.rint(levels)) > 1e-3) | (levels == 0) | (levels == 255)
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(out[clear], np.uint8(levels[clear]))
+    assert np.abs(out.astype(int) - np.uint8(levels).astype(int)).max() <= 1
+    assert np.mean(out != np.rint(levels)) > 0.3  # rounding would differ in about half of the pixels
+    # an untouched pixel keeps its level exactly: every level k / 255 comes back as k
+    every_level = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    np.testing.assert_array_equal(C.to_uint8(C.to_float(every_level)), every_level)
+    assert C.to_uint8(torch.tensor([[[[254.9 / 255]]]])).item() == 254
+
+
+def test_spatter_is_an_approximation_only_with_the_cifar_table():
+    assert C.is_approximation("spatter") and C.is_approximation("spatter", "cifar")
+    assert not C.is_approximation("spatter", "mnist")
+    assert C.is_approximation("canny_edges") and C.is_approximation("motion_blur", "mnist")
+    assert not C.is_approximation("fog", "mnist") and not C.is_approximation("elastic_transform")
+
+
+def test_mnist_c_spatter_matches_the_published_formula():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = GREY[:2]
+    for severity in (1, 4):
+        mean, std, sigma, threshold, mud_sigma = param = mnist_c.PARAMETERS["spatter"][severity - 1]
+        out = cifar_c.spatter(x, param, np.random.default_rng(5), "mnist").clamp(0, 1).numpy()
+        layer = np.random.default_rng(5).normal(mean, std, (2, 1, 28, 28))
+        ref = np.empty_like(out)
+        for i in range(2):
+            liquid = ndimage.gaussian_filter(layer[i, 0], sigma, mode="nearest", truncate=4.0)
+            liquid[liquid < threshold] = 0
+            m = ndimage.gaussian_filter((liquid > threshold).astype(float), mud_sigma, mode="nearest", truncate=4.0)
+            m[m < 0.8] = 0
+            ref[i, 0] = np.clip(x[i, 0].double().numpy() * (1 - m) + 63 / 255 * m, 0, 1)
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 # -- errors --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("severity", [0, 6, 2.5, True, "3"])
 def test_bad_severity(severity):
@@ -314,35 +457,3 @@ def test_mce_by_hand():
         C.mean_corruption_error(errors, {"fog": [0.1, 0.2], "snow": base["snow"]})
     with pytest.raises(ValueError, match="loses no accuracy on 'fog'"):
         C.relative_mce(errors, 0.05, base, 0.5)
-
-
-# -- the published benchmark files -----------------------------------------------------------------------
-def test_load_corruption_benchmark(tmp_path, monkeypatch):
-    monkeypatch.setenv("LABS_DATA", str(tmp_path))
-    assert not D.corruption_benchmark_available("cifar10")
-    with pytest.raises(D.DatasetUnavailableError, match=r"CIFAR-10-C is not in .*CIFAR-10-C: place fog.npy and labels"):
-        D.load_corruption_benchmark("cifar10", "fog", 1)
-    folder = tmp_path / "CIFAR-10-C"
-    folder.mkdir()
-    n = 4
-    images = np.random.default_rng(0).integers(0, 256, (5 * n, 32, 32, 3), dtype=np.uint8)
-    labels = np.tile(np.arange(n, dtype=np.uint8) + 3, 5)
-    np.save(folder / "fog.npy", images)
-    np.save(folder / "labels.npy", labels)
-    assert D.corruption_benchmark_available("cifar10", "fog")
-    assert not D.corruption_benchmark_available("cifar10")  # the other 14 are missing
-    x, y = D.load_corruption_benchmark("cifar10", "fog", 3)
-    assert x.shape == (n, 3, 32, 32) and x.dtype == np.uint8 and y.dtype == np.int64
-    np.testing.assert_array_equal(x, images[2 * n : 3 * n].transpose(0, 3, 1, 2))
-    np.testing.assert_array_equal(y, np.arange(n) + 3)
-    np.save(folder / "labels.npy", labels[:n])  # one copy of the labels is accepted too
-    np.testing.assert_array_equal(D.load_corruption_benchmark("cifar10", "fog", 5)[1], np.arange(n) + 3)
-    with pytest.raises(D.DatasetUnavailableError, match=r"CIFAR-10-C is not in .* place snow.npy from"):
-        D.load_corruption_benchmark("cifar10", "snow", 1)
-    with pytest.raises(ValueError, match="severity=6"):
-        D.load_corruption_benchmark("cifar10", "fog", 6)
-    with pytest.raises(ValueError, match="No published corruption benchmark for 'mnist'"):
-        D.load_corruption_benchmark("mnist", "fog", 1)
-    np.save(folder / "fog.npy", images[:7])
-    with pytest.raises(ValueError, match=r"expected uint8 \(5N, H, W, 3\)"):
-        D.load_corruption_benchmark("cifar10", "fog", 1)

@@ -24,10 +24,12 @@ not on the severity, so the five severities of one seed share their noise fields
 differ only by the parameters. Nothing touches the global NumPy or torch generators.
 
 Approximations. Where the original needs ImageMagick (motion blur, snow), photographs (frost), OpenCV's
-Canny and distance transform (spatter's water drops) or skimage's full Canny detector, a procedural
-version of the same name stands in: :data:`APPROXIMATIONS`, and each says so in its docstring. Other
-corruptions follow the published algorithm with torch resampling (bilinear), so pixel values can differ
-slightly from the published ``.npy`` files, which were also rounded to uint8 between steps.
+Canny and distance transform (CIFAR-C spatter's water drops) or skimage's full Canny detector, a procedural
+version of the same name stands in: :data:`APPROXIMATIONS` (:func:`is_approximation` says which table),
+and each says so in its docstring. Other corruptions follow the published algorithm with torch resampling
+(bilinear), so pixel values can differ slightly from the published ``.npy`` files, which were also
+truncated to uint8 between some steps. :func:`to_uint8` and :func:`corrupt_arrays` truncate as those
+files do (``np.uint8`` of a float): 254.9 grey levels are stored as 254.
 
 The package, by concern (the public names of each are importable from ``labutils.corruptions`` itself):
 
@@ -40,10 +42,11 @@ The package, by concern (the public names of each are importable from ``labutils
 ``scores``         corruption errors, mCE, relative mCE, mean corruption accuracy
 ``evaluation``     :func:`predict_uint8`, :func:`evaluate_under_corruption`, :func:`saved_models`
 ``plots``          :func:`corruption_grid`, :func:`plot_corruption_heatmaps`
+``published``      the published CIFAR-10-C / CIFAR-100-C files: :func:`load_corruption_benchmark`, checked
 =================  ==========================================================================================
 
-Dependencies go one way: ``labutils.data`` reads corruption names from ``core`` (which imports nothing of
-``labutils`` but ``util``), and ``evaluation`` builds on ``labutils.data``, never the reverse.
+Dependencies go one way: ``core`` imports nothing of ``labutils`` but ``util``; ``published`` adds
+``labutils.datasets`` (where data lives); ``labutils.data`` imports nothing from this package.
 """
 
 from labutils.corruptions.cifar_c import CORRUPTIONS, EXTRAS
@@ -66,6 +69,12 @@ from labutils.corruptions.evaluation import CorruptionResults, evaluate_under_co
 from labutils.corruptions.mnist_c import MNIST_C, MNIST_C_SEVERITY
 from labutils.corruptions.ops import to_float, to_uint8
 from labutils.corruptions.plots import corruption_grid, plot_corruption_heatmaps
+from labutils.corruptions.published import (
+    BenchmarkFileError,
+    corruption_benchmark_available,
+    corruption_benchmark_dir,
+    load_corruption_benchmark,
+)
 from labutils.corruptions.scores import (
     corruption_errors,
     mean_corruption_accuracy,
@@ -103,4 +112,8 @@ __all__ = [
     "predict_uint8",
     "plot_corruption_heatmaps",
     "saved_models",
+    "BenchmarkFileError",
+    "corruption_benchmark_available",
+    "corruption_benchmark_dir",
+    "load_corruption_benchmark",
 ]

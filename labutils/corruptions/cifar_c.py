@@ -128,10 +128,17 @@ def glass_blur(x, param, rng, benchmark):
     neighbour up to ``max shift`` away. As in the published code, CIFAR-C's colour version only copies the
     neighbour onto the pixel (a NumPy view makes its swap one-sided) and shifts by -d..d-1; MNIST-C's
     greyscale version truly swaps, and each pixel only with probability 1/2.
+
+    MNIST-C's version blurs only vertically, as the published MNIST-C code does: it calls the colour-image
+    blur (skimage's ``multichannel=True``) on a single-channel (28, 28) digit, which takes the 28 columns for
+    colour channels and blurs along each column alone. Random draws, in this order: the shifts
+    ``integers(-d, d, (steps, 2, N))`` (column shift, then row shift) and ``random((steps, N))`` for the
+    probability-1/2 test, one step per visited pixel and pass.
     """
     sigma, delta, passes = param
     n, c, h, w = x.shape
-    arr = gaussian_filter(x, sigma).permute(0, 2, 3, 1).cpu().numpy().copy()  # (N, H, W, C)
+    vertical = benchmark == "mnist"
+    arr = gaussian_filter(x, sigma, vertical_only=vertical).permute(0, 2, 3, 1).cpu().numpy().copy()  # (N, H, W, C)
     rows, cols = range(h - delta, delta, -1), range(w - delta, delta, -1)
     steps = passes * len(rows) * len(cols)
     shifts = rng.integers(-delta, delta, size=(steps, 2, n))
@@ -148,7 +155,7 @@ def glass_blur(x, param, rng, benchmark):
                 if benchmark == "mnist":
                     arr[idx, r2, c2] = np.where(m, here, there)
                 step += 1
-    return gaussian_filter(torch.from_numpy(arr).permute(0, 3, 1, 2).to(x), sigma)
+    return gaussian_filter(torch.from_numpy(arr).permute(0, 3, 1, 2).to(x), sigma, vertical_only=vertical)
 
 
 def defocus_blur(x, param, rng, benchmark):
@@ -248,9 +255,12 @@ def spatter(x, param, rng, benchmark):
     """Water drops (CIFAR-C levels 1-3) or mud (CIFAR-C levels 4-5, and every MNIST-C level).
 
     A Gaussian field blurred with ``sigma`` and thresholded marks the spatter. Mud: the mask is smoothed,
-    kept where >= 0.8 and painted brown (MNIST-C: grey 63/255). Water: pale turquoise added in proportion to
-    the field. APPROXIMATION for water: the original shades the drops with OpenCV's Canny edges, a distance
-    transform and an emboss filter; here the drop intensity is the thresholded field itself.
+    kept where >= 0.8 and painted brown (MNIST-C: grey 63/255), as in the published code. Water: pale
+    turquoise added in proportion to the field. APPROXIMATION for water (CIFAR-C levels 1-3 only): the
+    original shades the drops with OpenCV's Canny edges, a distance transform and an emboss filter, which
+    darken them towards their rims; here the drop intensity is the thresholded field itself, so the water is
+    stronger than the published one: on 200 CIFAR-sized images with the same random field, mean pixel change
+    2.9 / 8.2 / 26 grey levels against 1.1 / 2.9 / 7.1 at levels 1 / 2 / 3 (2.6x, 2.8x, 3.7x).
     """
     n, _, h, w = x.shape
     mean, std, sigma, threshold = param[:4]
@@ -344,8 +354,10 @@ def elastic_transform(x, param, rng, benchmark):
     """A random affine warp, then a smooth random displacement field: (alpha, sigma, affine jitter).
 
     All three are fractions of the image side (CIFAR-C: times 32). The affine moves three reference
-    points by up to ``jitter`` (reflected borders); each pixel is then displaced by a uniform noise field
-    blurred with ``sigma`` and scaled by ``alpha``.
+    points by up to ``jitter``; each pixel is then displaced by a uniform noise field blurred with ``sigma``
+    and scaled by ``alpha``. The borders follow the published code: the affine warp mirrors the image about
+    its edge pixels (OpenCV's REFLECT_101, c b | a b c), the displacement repeats the edge pixel
+    (scipy's ``map_coordinates(mode='reflect')``, b a | a b c).
     """
     alpha, sigma, jitter = (p * min(x.shape[2:]) for p in param)
     n, _, h, w = x.shape
@@ -361,11 +373,11 @@ def elastic_transform(x, param, rng, benchmark):
     # express as a @ (p - c) + c + s for affine(): s = inv @ c + shift - c
     c = np.array([(w - 1) / 2, (h - 1) / 2])
     s = np.einsum("nij,j->ni", inv, c) + shift - c
-    warped = affine(x, inv, s, padding="reflection")
+    warped = affine(x, inv, s, mode="mirror")
     noise = float_tensor(rng.uniform(-1, 1, (n, 2, h, w)), x)
     field = gaussian_filter(noise, sigma, mode="reflect", truncate=3.0) * alpha
     rows, cols = pixel_grid(x)
-    return remap(warped, rows + field[:, 1], cols + field[:, 0], "reflection")
+    return remap(warped, rows + field[:, 1], cols + field[:, 0], "reflect")
 
 
 FUNCTIONS = {

@@ -6,8 +6,7 @@
 
 :func:`predict_uint8` is the one place where a model meets uint8 images: the clean and corrupted accuracies
 here and the robustness challenge's predictions (:func:`labutils.challenge.predict`) all go through it.
-This module builds on :mod:`labutils.data` (the published CIFAR-10-C / CIFAR-100-C files) and never the
-other way round: ``labutils.data`` only reads corruption names from :mod:`labutils.corruptions.core`.
+The published CIFAR-10-C / CIFAR-100-C files are read by :mod:`~labutils.corruptions.published`.
 """
 
 from __future__ import annotations
@@ -21,10 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from labutils import data
 from labutils.corruptions.core import (
     ALL_CORRUPTIONS,
-    APPROXIMATIONS,
     BENCHMARKS,
     CORRUPTIONS,
     FAMILIES,
@@ -33,8 +30,14 @@ from labutils.corruptions.core import (
     check_severity,
     corrupt_arrays,
     corruption_names,
+    is_approximation,
     parameter_table,
     usable_benchmark,
+)
+from labutils.corruptions.published import (
+    corruption_benchmark_available,
+    corruption_benchmark_dir,
+    load_corruption_benchmark,
 )
 from labutils.corruptions.scores import mean_corruption_accuracy, mean_corruption_error, relative_mce
 from labutils.util import check_choice, check_int
@@ -99,7 +102,8 @@ class CorruptionResults:
 
     ``frame``: one row per (model, corruption, severity) with columns model, corruption, family, severity,
     accuracy, error, n (images), source ("generated" or the published file's benchmark) and approximation
-    (True where :data:`APPROXIMATIONS` stands in for the original). ``clean``: {model: clean top-1 accuracy}.
+    (True where a procedural stand-in replaced the original: :func:`is_approximation`). ``clean``: {model: clean
+    top-1 accuracy}.
     """
 
     frame: Any
@@ -128,7 +132,8 @@ class CorruptionResults:
         pivot = rows.pivot(index="corruption", columns="severity", values="accuracy").loc[order]
         pivot.columns = [f"severity {s}" for s in pivot.columns]
         pivot["mean"] = pivot.mean(axis=1)
-        pivot.index = [n + (" *" if n in APPROXIMATIONS else "") for n in order]
+        starred = set(rows.corruption[rows.approximation])
+        pivot.index = [n + (" *" if n in starred else "") for n in order]
         return pivot
 
     def summary(self, baseline: str):
@@ -169,9 +174,9 @@ def _published_source(info, name: str, published: bool | None) -> str | None:
         if published:
             raise ValueError(f"published=True, but {info.name} has no published corruption benchmark (CIFAR-10/100).")
         return None
-    available = name in CORRUPTIONS and data.corruption_benchmark_available(base, name)
+    available = name in CORRUPTIONS and corruption_benchmark_available(base, name)
     if published and not available:
-        where = data.corruption_benchmark_dir(base)
+        where = corruption_benchmark_dir(base)
         raise ValueError(f"published=True, but {where / (name + '.npy')} is missing: place the published file there.")
     return base if available else None
 
@@ -201,8 +206,8 @@ def evaluate_under_corruption(
     (:func:`predict_uint8`), under one progress bar.
 
     ``published``: None uses the published CIFAR-10-C / CIFAR-100-C file of a corruption where
-    :func:`labutils.data.corruption_benchmark_available` finds it (all its 10,000 images; the row's ``source``
-    says so) and generates the others; True requires the files; False always generates.
+    :func:`~labutils.corruptions.published.corruption_benchmark_available` finds it (all its 10,000 images; the
+    row's ``source`` says so) and generates the others; True requires the files; False always generates.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -238,8 +243,7 @@ def evaluate_under_corruption(
             for s in severities:
                 bar.set_postfix_str(f"{name} {s}")
                 if source is not None:
-                    x, y = data.load_corruption_benchmark(source, name, s)
-                    y = np.array(y, np.int64)  # a writable copy of the memory-mapped labels
+                    x, y = load_corruption_benchmark(source, name, s)
                 else:
                     x, y = corrupt_arrays(images, name, s, seed, benchmark=table, batch_size=500), labels
                 for model_name, model in models.items():
@@ -254,7 +258,7 @@ def evaluate_under_corruption(
                             "error": 1.0 - acc,
                             "n": len(y),
                             "source": "generated" if source is None else f"published {source}",
-                            "approximation": source is None and name in APPROXIMATIONS,
+                            "approximation": source is None and is_approximation(name, table),
                         }
                     )
                 bar.update(1)

@@ -25,8 +25,12 @@ def to_float(images) -> torch.Tensor:
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Float images in [0, 1] back to uint8 (N, C, H, W), rounded to the nearest level."""
-    return images.detach().float().clamp(0, 1).mul(255).round_().to(torch.uint8).cpu().numpy()
+    """Float images in [0, 1] back to uint8 (N, C, H, W): 255 x truncated to a whole grey level.
+
+    Truncated, not rounded, because the published CIFAR-10-C files were made so (``np.uint8`` of a float
+    in [0, 255]): a pixel at 254.9 is stored as 254. Untouched pixels k / 255 come back as k exactly.
+    """
+    return images.detach().float().clamp(0, 1).mul(255).floor_().to(torch.uint8).cpu().numpy()
 
 
 def float_tensor(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -83,19 +87,44 @@ def gaussian_kernel(sigma: float, truncate: float) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
-    """skimage.filters.gaussian over H and W only (its defaults: 'nearest' borders, truncate 4 sigma)."""
+def gaussian_filter(
+    x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0, *, vertical_only: bool = False
+) -> torch.Tensor:
+    """skimage.filters.gaussian over H and W only (its defaults: 'nearest' borders, truncate 4 sigma).
+
+    ``vertical_only`` blurs along H alone (each column of pixels on its own): what skimage does to a
+    single-channel (H, W) image passed with ``multichannel=True``, which takes W for the colour axis.
+    """
     if sigma <= 0:
         return x
     k = gaussian_kernel(sigma, truncate)
-    return filter2d(filter2d(x, k.view(1, -1), mode), k.view(-1, 1), mode)
+    if not vertical_only:
+        x = filter2d(x, k.view(1, -1), mode)
+    return filter2d(x, k.view(-1, 1), mode)
 
 
-def remap(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
-    """Bilinear sampling of x (N, C, H, W) at pixel coordinates rows, cols (N, H, W), pixel centres at integers."""
+# remap's border modes -> (grid_sample's padding_mode, align_corners); the last three are scipy.ndimage's names
+_REMAP_MODES = {
+    "zeros": ("zeros", True),  # zeros outside the image, blended bilinearly with the edge pixels
+    "nearest": ("border", True),  # the edge pixel repeated
+    "mirror": ("reflection", True),  # reflected about the edge pixel's centre: c b | a b c (OpenCV's REFLECT_101)
+    "reflect": ("reflection", False),  # reflected about the image's edge: b a | a b c, the edge pixel repeated
+}
+
+
+def remap(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str = "zeros") -> torch.Tensor:
+    """Bilinear sampling of x (N, C, H, W) at pixel coordinates rows, cols (N, H, W), pixel centres at integers.
+
+    ``mode`` says what lies beyond the border: "zeros", or as scipy's ``map_coordinates(order=1, mode=...)``
+    "nearest" (the edge pixel repeated), "mirror" (c b | a b c) or "reflect" (b a | a b c).
+    """
     _, _, h, w = x.shape
-    grid = torch.stack([cols * (2.0 / max(w - 1, 1)) - 1, rows * (2.0 / max(h - 1, 1)) - 1], dim=-1)
-    return F.grid_sample(x, grid.to(x), mode="bilinear", padding_mode=padding, align_corners=True)
+    padding, corners = _REMAP_MODES[mode]
+    if corners:  # -1 and +1 are the centres of the first and last pixels
+        grid = torch.stack([cols * (2.0 / max(w - 1, 1)) - 1, rows * (2.0 / max(h - 1, 1)) - 1], dim=-1)
+    else:  # -1 and +1 are the outer edges of the first and last pixels
+        grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1)
+    return F.grid_sample(x, grid.to(x), mode="bilinear", padding_mode=padding, align_corners=corners)
 
 
 def pixel_grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,8 +135,11 @@ def pixel_grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.meshgrid(r, c, indexing="ij")
 
 
-def affine(x: torch.Tensor, a: np.ndarray, shift: np.ndarray, padding: str = "zeros") -> torch.Tensor:
-    """Output pixel p (col, row) samples input at a @ (p - centre) + centre + shift; a (N, 2, 2), shift (N, 2)."""
+def affine(x: torch.Tensor, a: np.ndarray, shift: np.ndarray, mode: str = "zeros") -> torch.Tensor:
+    """Output pixel p (col, row) samples input at a @ (p - centre) + centre + shift; a (N, 2, 2), shift (N, 2).
+
+    ``mode``: the border, as in :func:`remap`.
+    """
     n, _, h, w = x.shape
     rows, cols = pixel_grid(x)
     centre = ((w - 1) / 2, (h - 1) / 2)
@@ -115,7 +147,7 @@ def affine(x: torch.Tensor, a: np.ndarray, shift: np.ndarray, padding: str = "ze
     dc, dr = cols - centre[0], rows - centre[1]
     src_c = a[:, 0, 0, None, None] * dc + a[:, 0, 1, None, None] * dr + centre[0] + shift[:, 0, None, None]
     src_r = a[:, 1, 0, None, None] * dc + a[:, 1, 1, None, None] * dr + centre[1] + shift[:, 1, None, None]
-    return remap(x, src_r, src_c, padding)
+    return remap(x, src_r, src_c, mode)
 
 
 def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
@@ -132,7 +164,7 @@ def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
 
     rows, cols = torch.meshgrid(axis(h), axis(w), indexing="ij")
     n = x.shape[0]
-    return remap(x, rows.expand(n, h, w), cols.expand(n, h, w), "border")
+    return remap(x, rows.expand(n, h, w), cols.expand(n, h, w), "nearest")
 
 
 def plasma_fractal(rng: np.random.Generator, n: int, size: int, decay: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from labutils.corruptions.core import APPROXIMATIONS, CORRUPTIONS, SEVERITIES, check_images, corrupt
+from labutils.corruptions.core import CORRUPTIONS, SEVERITIES, check_images, corrupt, is_approximation
 
 
 def corruption_grid(
@@ -46,7 +46,7 @@ def corruption_grid(
             ax.set_yticks([])
             if row == 0:
                 ax.set_title("clean" if col == 0 else f"severity {severities[col - 1]}", fontsize=7)
-        axes[row, 0].set_ylabel(name + (" *" if name in APPROXIMATIONS else ""), fontsize=6)
+        axes[row, 0].set_ylabel(name + (" *" if is_approximation(name, benchmark) else ""), fontsize=6)
     fig.tight_layout()
     return fig, data
 
