@@ -6,6 +6,7 @@ The lab's own numbers are asserted in ``tests/test_nb_<NN>.py``.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -42,6 +43,40 @@ def test_first_code_cell_is_the_papermill_parameters_cell(path: Path):
     assert "parameters" in first["metadata"].get("tags", [])
     assert 'PROFILE = os.environ.get("LABS_PROFILE", "full")' in source
     assert "SEED = " in source
+
+
+# Calls that train: the steps of a training loop and the labutils functions that run one.
+TRAINING_CALLS = {"backward", "zero_grad", "step", "train_one_epoch", "fit", "run", "run_all"}
+
+
+def training_calls_in_definitions(source: str) -> list[str]:
+    """``name: call`` for every function, lambda or class in ``source`` whose body calls one of ``TRAINING_CALLS``."""
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            for call in ast.walk(node):
+                if isinstance(call, ast.Call):
+                    func = call.func
+                    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+                    if name in TRAINING_CALLS:
+                        found.append(f"{getattr(node, 'name', 'lambda')}: {name}()")
+    return found
+
+
+def test_the_definition_check_finds_a_training_loop():
+    loop = "def train(model, loader, opt):\n    for x, y in loader:\n        opt.zero_grad()\n        opt.step()\n"
+    assert training_calls_in_definitions(loop) == ["train: zero_grad()", "train: step()"]
+    assert training_calls_in_definitions("for x, y in loader:\n    loss.backward()\n") == []  # inline: allowed
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_function_defined_in_a_notebook_trains_a_model(path: Path):
+    """Training runs through labutils (``experiment.run`` -> ``fit`` -> ``train_one_epoch``). Lab 04 writes its one
+    epoch by hand inline, in a cell, not as a function a later cell could call instead of the package's loop."""
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    found = [hit for c in cells for hit in training_calls_in_definitions("".join(c["source"]))]
+    assert found == [], f"{path.name} defines training code: {found}"
 
 
 @pytest.mark.notebooks
