@@ -1,13 +1,16 @@
 """Lab 07: transfer learning — what metrics.json holds after the quick profile.
 
-The CIFAR part runs on the synthetic stand-ins here (only its structure is asserted); the MNIST pair (digits
-0-4 -> 5-9) is real, and the lab's claim is asserted on it: with 10 labelled images per class, a frozen backbone
-beats the same network trained from scratch on the same images.
+The CIFAR part runs on CIFAR where its files are present and on the synthetic stand-ins otherwise (only its structure
+is asserted, and that its provenance is stated truly); the MNIST pair (digits 0-4 -> 5-9) is real, and the lab's claim
+is asserted on it: with 10 labelled images per class, a frozen backbone beats the same network trained from scratch on
+the same images.
 """
 
 from __future__ import annotations
 
 import pytest
+
+from labutils import datasets, transfer
 
 STEM = "07_transfer_learning"
 CIFAR_STRATEGIES = {
@@ -37,9 +40,6 @@ def test_transfer_beats_training_from_scratch_at_the_smallest_budget(metrics):
     assert smallest == "10"
     assert acc["linear_probe"][smallest] > acc["scratch"][smallest] + 0.04
     assert acc["svm"][smallest] > acc["scratch"][smallest] + 0.1
-    assert metrics["metrics"]["pair_probe_minus_scratch_smallest"] == pytest.approx(
-        acc["linear_probe"][smallest] - acc["scratch"][smallest], abs=1e-12
-    )
     for strategy in acc:  # every method learns something: chance is 0.2
         assert all(a > 0.4 for a in acc[strategy].values()), strategy
 
@@ -66,20 +66,37 @@ def test_cifar_table_has_every_strategy_with_top1_and_top5(metrics):
     assert rows["linear_probe"]["trains"] == "head" and rows["ft0"]["trains"] == "stage3, head"
     assert rows["two_phase"]["trains"] == "stage2, stage3, head"  # phase 2
     assert rows["full_sgd"]["optimizer"] == "sgd" and rows["full"]["optimizer"] == "adam"
-    cifar = metrics["datasets"]["cifar100-synthetic"]  # no CIFAR here: the stand-in, and it says so
-    assert cifar["synthetic"] is True and cifar["num_classes"] == 100
-    assert metrics["metrics"]["imagenet"] == {}  # no ImageNet weights on the CI machine: the section is skipped
+    (cifar,) = [d for d in metrics["datasets"].values() if d["base"] == "cifar100"]
+    assert cifar["num_classes"] == 100
 
 
-def test_references_and_figures(metrics):
+def test_each_dataset_is_flagged_synthetic_exactly_when_its_real_files_are_missing(metrics):
+    """A stand-in is used, and flagged, only where this machine lacks the real files (also after ``make data``)."""
+    for name, recorded in metrics["datasets"].items():
+        here = datasets.load_raw(recorded["base"], metrics["profile"])[1]
+        assert recorded["synthetic"] == here.synthetic and name == here.name, name
+    assert metrics["synthetic_data"] == any(d["synthetic"] for d in metrics["datasets"].values())
+
+
+def test_imagenet_backbones_ran_exactly_where_their_weights_and_real_data_are(metrics):
+    """Section 2 fine-tunes torchvision's ImageNet ResNets on real CIFAR-100 and Pets only: with no weights file (the
+    CI machine) it is skipped, and a stand-in is never used for it."""
+    imagenet = metrics["metrics"]["imagenet"]
+    archs = metrics["params"]["IMAGENET_ARCHS"]
+    with_weights = [a for a in archs if transfer.imagenet_weights_file(a).is_file()]
+    real_targets = []
+    if with_weights:  # which targets are real matters only when a backbone could run
+        real_targets = [t for t in ("cifar100", "pets") if not datasets.load_raw(t, metrics["profile"])[1].synthetic]
+    ran = {(target, arch) for target, by_arch in imagenet.items() for arch in by_arch}
+    assert ran == {(t, a) for t in real_targets for a in with_weights}
+    for by_arch in imagenet.values():
+        for by_strategy in by_arch.values():
+            assert set(by_strategy) == {"linear_probe", "full"}
+            assert all(0.0 <= r["top1"] <= r["top5"] <= 1.0 for r in by_strategy.values())
+
+
+def test_references_sit_beside_measured_numbers_and_figures_are_saved(metrics):
     refs = {r["metric"]: r for r in metrics["references"]}
-    assert refs["cifar100.linear_probe.top1"]["reference"] == [0.35, 0.45]
-    assert refs["cifar100.full.top1"]["reference"] == [0.45, 0.6]
-    assert refs["cifar100.svm.top1"]["reference"] == pytest.approx(0.4197)
-    assert [refs[f"cifar100.ft{i}.top1"]["reference"] for i in range(3)] == pytest.approx([0.418, 0.453, 0.473])
-    assert refs["imagenet.cifar100.resnet18.full.top5"]["reference"] == pytest.approx(0.784)
-    assert refs["imagenet.pets.resnet18.linear_probe.top1"]["reference"] == pytest.approx(0.81)
-    assert all(r["what"] and r["source"] for r in refs.values())
     for metric in ("linear_probe", "full", "svm", "ft0", "ft1", "ft2", "full_augmented"):
         assert f"cifar100.{metric}.top1" in refs and metric in metrics["metrics"]["cifar100"]
     files = {f["file"] for f in metrics["figures"]}

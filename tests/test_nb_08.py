@@ -78,12 +78,10 @@ def test_submission_csv_exists_validates_and_scores_what_the_lab_recorded(metric
     assert metrics["metrics"]["challenge_accuracy"] == score["accuracy"]
 
 
-def test_figures_tables_and_references(metrics):
+def test_figures_and_the_per_corruption_table(metrics):
     files = {f["file"] for f in metrics["figures"]}
     assert {"corruption_grid.png", "heatmap_models.png", "heatmap_augmentation.png"} <= files
     table = metrics["tables"]["baseline_by_corruption"]["rows"]
     corruptions = metrics["metrics"]["evaluation"]["corruptions"]
     assert [r["corruption"].rstrip(" *") for r in table] == corruptions
     assert [r["corruption"].endswith(" *") for r in table] == [c in APPROXIMATIONS for c in corruptions]
-    refs = {r["metric"]: r["reference"] for r in metrics["references"]}
-    assert refs == {"challenge.accuracy": 0.397, "challenge_accuracy": 0.4069}
