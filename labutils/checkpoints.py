@@ -12,6 +12,7 @@ previous file intact) and read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -36,8 +37,15 @@ class CheckpointMismatchError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` through a temporary file, so a crash never leaves half a file."""
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
+    """``torch.save(obj)`` to ``path`` through a temporary file, so a crash never leaves half a file.
+
+    The checkpoint is serialised in memory first and written with one plain file write, so a full disk is the
+    operating system's "no space left" (:class:`~labutils.util.DiskFullError`, the previous file kept), not
+    an error from deep inside torch's zip writer.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

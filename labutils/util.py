@@ -10,6 +10,7 @@ removes the temporaries whose process is gone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -65,14 +66,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
         raise
+
+
+class DiskFullError(OSError):
+    """A file could not be written for lack of space (or quota); the file it was to replace is unchanged."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(f"No space left to write {path}: free some space and run again (the previous file is kept).")
+        self.path = Path(path)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
