@@ -238,11 +238,12 @@ class TrainingCheckpoints:
     epochs planned, the training loader (whose shuffling generator is saved) and the architecture description.
     """
 
-    def __init__(self, folder, model, optimizer, scheduler, epochs: int, loader, architecture=None):
+    def __init__(self, folder, model, optimizer, scheduler, epochs: int, loader, architecture=None, recorder=None):
         self.folder = Path(folder)
         self.last, self.best = self.folder / LAST, self.folder / BEST
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.epochs, self.loader, self.architecture = epochs, loader, architecture
+        self.recorder = recorder  # a GradientRecorder: its record so far is part of the run's state
 
     def save_best(self, stopper) -> Path:
         """``best.pt`` with the best weights an :class:`~labutils.train.EarlyStopping` holds."""
@@ -257,7 +258,8 @@ class TrainingCheckpoints:
 
     def save_last(self, history, stopper, guard, global_step: int) -> Path:
         """``last.pt``: the model now and all a resumed run needs to continue exactly from here (the
-        :class:`~labutils.train.History`, early-stopping state, the loss guard's reference, global step)."""
+        :class:`~labutils.train.History`, early-stopping state, the loss guard's reference, global step, and the
+        gradient recorder's record so far)."""
         epoch, val_acc = history[-1]["epoch"], history[-1]["val_acc"]
         training = {
             "optimizer": self.optimizer.state_dict(),
@@ -270,6 +272,7 @@ class TrainingCheckpoints:
             "initial_loss": guard.initial_loss,
             "history": history.as_dict(),
             "rng": rng_state(self.loader),
+            "gradients": None if self.recorder is None else self.recorder.state_dict(),
         }
         return save_training_state(
             self.last, self.model, epoch=epoch, val_acc=val_acc, architecture=self.architecture, training=training
@@ -289,6 +292,8 @@ class TrainingCheckpoints:
         )
         stopper.load_state_dict(state["early_stopping"], self.model)
         guard.initial_loss = state["initial_loss"]
+        if self.recorder is not None and state.get("gradients") is not None:
+            self.recorder.load_state_dict(state["gradients"])  # the record of the epochs before the interruption
         done = len(state["history"]["epochs"])
         left = "nothing left to train" if done >= self.epochs else f"resuming for epochs {done + 1}-{self.epochs}"
         print(f"Loaded {self.last} after epoch {done} of {self.epochs}: {left}.")

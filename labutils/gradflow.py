@@ -175,6 +175,27 @@ class GradientRecorder:
     def __len__(self) -> int:
         return len(self._steps)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The record so far as tensors and names (what a checkpoint keeps; see :meth:`load_state_dict`)."""
+        return {
+            "layers": list(self.layer_names),
+            "relu_layers": list(self.relu_names),
+            "steps": torch.tensor(self._steps, dtype=torch.int64),
+            "rows": torch.tensor(self._rows, dtype=torch.float64).reshape(
+                len(self), 2 * len(self.layer_names) + len(self.relu_names)
+            ),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the record with one saved by :meth:`state_dict` of a recorder on the same layers."""
+        if list(state["layers"]) != self.layer_names or list(state["relu_layers"]) != self.relu_names:
+            raise ValueError(
+                f"The saved gradient record is of layers {list(state['layers'])} and ReLUs "
+                f"{list(state['relu_layers'])}, not this model's {self.layer_names} and {self.relu_names}."
+            )
+        self._steps = [int(s) for s in state["steps"].tolist()]
+        self._rows = [list(row) for row in state["rows"].tolist()]
+
     @property
     def history(self) -> dict[str, Any]:
         """Everything recorded, as NumPy arrays:

@@ -504,7 +504,9 @@ def fit(
     history, stopper, guard, global_step = History(), EarlyStopping(patience), LossGuard(), 0
     checkpoints = None
     if checkpoint_dir is not None:
-        checkpoints = TrainingCheckpoints(checkpoint_dir, model, opt, sched, epochs, train_loader, architecture)
+        checkpoints = TrainingCheckpoints(
+            checkpoint_dir, model, opt, sched, epochs, train_loader, architecture, recorder=grad_recorder
+        )
     if checkpoints is not None and resume and checkpoints.last.exists():
         state = checkpoints.resume(stopper, guard)
         history, global_step = History.from_dict(state["history"]), state["global_step"]

@@ -372,6 +372,43 @@ def test_interrupt_keeps_best_and_resume_matches(tmp_path, scheduler):
         run(mlp(), train, val, checkpoint_dir=tmp_path / "b", **{**kw, "epochs": 7})
 
 
+def test_a_resumed_run_keeps_the_gradient_record_of_its_first_part(tmp_path):
+    """The record of an interrupted and resumed run equals an uninterrupted run's, step for step."""
+    from labutils.gradflow import GradientRecorder
+
+    kw = {"epochs": 4, "optimizer": "sgd", "lr": 0.05}
+    seed_everything(2)
+    train, val = make_data()
+    model = mlp()
+    with GradientRecorder(model, every=3) as whole:
+        run(model, train, val, checkpoint_dir=tmp_path / "a", grad_recorder=whole, **kw)
+
+    seed_everything(2)
+    train, val = make_data()
+    interrupted = mlp()
+    with GradientRecorder(interrupted, every=3) as first_part:
+        hist = run(
+            interrupted,
+            InterruptingLoader(train, epoch=3, batch=4),
+            val,
+            checkpoint_dir=tmp_path / "b",
+            grad_recorder=first_part,
+            **kw,
+        )
+    assert hist.interrupted and len(first_part.history["steps"]) > 0
+    seed_everything(11)
+    resumed = mlp(seed=8)
+    train, val = make_data()
+    with GradientRecorder(resumed, every=3) as second_part:  # a fresh recorder, as after a restart
+        run(resumed, train, val, checkpoint_dir=tmp_path / "b", grad_recorder=second_part, **kw)
+    got, want = second_part.history, whole.history
+    assert got["steps"].tolist() == want["steps"].tolist() and got["steps"][0] == 0
+    for kind in ("weight", "bias", "dead_relu"):
+        np.testing.assert_array_equal(got[kind], want[kind])
+    with pytest.raises(ValueError, match="saved gradient record is of layers"):
+        GradientRecorder(nn.Sequential(nn.Linear(2, 2))).load_state_dict(second_part.state_dict())
+
+
 def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
     train, val = make_data()
     run(mlp(hidden=16), train, val, epochs=1, checkpoint_dir=tmp_path)
