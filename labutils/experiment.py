@@ -405,7 +405,11 @@ def run(
     folder = run_dir(lab) / key
     device = torch.device(device) if device is not None else get_device()
     if (folder / RESULT_FILE).exists() and not retrain:
-        return _load(recipe, key, folder, dataset, device)
+        try:
+            return _load(recipe, key, folder, dataset, device)
+        except CachedRunUnusable as exc:  # never a raw error, never another run's numbers: train this one anew
+            print(f"{recipe.name}: {exc}; training it again.")
+            retrain = True
     if retrain:
         for name in ("last.pt", "best.pt", "timing.json", RESULT_FILE, MODEL_FILE, EVALUATION_FILE, GRADIENTS_FILE):
             (folder / name).unlink(missing_ok=True)
@@ -438,6 +442,7 @@ def run(
             device=device,
             progress=progress,
             max_steps_per_epoch=recipe.max_steps_per_epoch,
+            loss_fn=getattr(model, "training_loss", None),  # a model may bring its own loss (labutils.distill)
             architecture={"model": factory_path(recipe.model), "model_kwargs": _plain(dict(recipe.model_kwargs))},
         )
     except NonFiniteLossError as exc:  # a diverged run is a result too: report it, keep its best weights
@@ -478,19 +483,19 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or {} when the file is missing, unreadable or holds something else."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _save(folder, model, history, test, recorder, seconds, diverged, key, recipe, dataset) -> None:
-    import torch
-
+    from labutils.checkpoints import atomic_save, cpu_state
     from labutils.util import atomic_write
 
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(folder / MODEL_FILE, lambda fh: torch.save(state, fh))
+    atomic_save(cpu_state(model), folder / MODEL_FILE)
     atomic_write(
         folder / EVALUATION_FILE,
         lambda fh: np.savez(fh, confusion=test.confusion, predictions=test.predictions, targets=test.targets),
@@ -514,37 +519,48 @@ def _save(folder, model, history, test, recorder, seconds, diverged, key, recipe
     )
 
 
+class CachedRunUnusable(Exception):
+    """A finished run's folder that cannot be shown: a damaged file, or another recipe's run (a copied folder)."""
+
+
 def _load(recipe: Recipe, key: str, folder: Path, dataset, device) -> RunResult:
+    """The finished run in ``folder``; raises :class:`CachedRunUnusable` saying why it cannot be used."""
     import torch
 
     from labutils.train import Evaluation, History, load_state_checked
 
-    saved = json.loads((folder / RESULT_FILE).read_text())
+    saved = _read_json(folder / RESULT_FILE)
+    if not isinstance(saved.get("key"), str):
+        raise CachedRunUnusable(f"the cached run in {folder} is damaged (its {RESULT_FILE} is unreadable)")
+    if saved["key"] != key:  # a copied or renamed folder: its numbers belong to another recipe
+        raise CachedRunUnusable(f"{folder} holds the run {saved['key']}, not {key}")
     model = build(recipe)
-    state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
-    load_state_checked(model, state, source=str(folder / MODEL_FILE))
+    try:
+        test_scores, history = saved["test"], History.from_dict(saved["history"])
+        seconds, diverged = float(saved["seconds"]), saved["diverged"]
+        state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+        load_state_checked(model, state, source=str(folder / MODEL_FILE))
+        with np.load(folder / EVALUATION_FILE) as ev:
+            test = Evaluation(
+                loss=test_scores["loss"],
+                top1=test_scores["top1"],
+                top5=test_scores["top5"],
+                confusion=ev["confusion"],
+                predictions=ev["predictions"],
+                targets=ev["targets"],
+            )
+        recorder = None
+        if (folder / GRADIENTS_FILE).exists():
+            with np.load(folder / GRADIENTS_FILE) as g:
+                recorder = SavedGradients({k: (g[k].tolist() if k in ("layers", "relu_layers") else g[k]) for k in g})
+    except Exception as exc:  # a truncated, empty or garbled file, whichever: the run is not usable
+        raise CachedRunUnusable(f"the cached run in {folder} is damaged ({type(exc).__name__})") from None
     model.to(device).eval()
-    with np.load(folder / EVALUATION_FILE) as ev:
-        test = Evaluation(
-            loss=saved["test"]["loss"],
-            top1=saved["test"]["top1"],
-            top5=saved["test"]["top5"],
-            confusion=ev["confusion"],
-            predictions=ev["predictions"],
-            targets=ev["targets"],
-        )
-    recorder = None
-    if (folder / GRADIENTS_FILE).exists():
-        with np.load(folder / GRADIENTS_FILE) as g:
-            recorder = SavedGradients({k: (g[k].tolist() if k in ("layers", "relu_layers") else g[k]) for k in g.files})
-    history = History.from_dict(saved["history"])
     print(
         f"{recipe.name}: loaded the finished run {key} from the cache "
-        f"(test accuracy {test.top1:.4f}; it trained in {saved['seconds']:.1f} s)."
+        f"(test accuracy {test.top1:.4f}; it trained in {seconds:.1f} s)."
     )
-    return RunResult(
-        recipe, key, folder, model, history, test, recorder, saved["seconds"], True, dataset, saved["diverged"]
-    )
+    return RunResult(recipe, key, folder, model, history, test, recorder, seconds, True, dataset, diverged)
 
 
 def run_all(
@@ -559,7 +575,9 @@ def run_all(
     """:func:`run` every recipe in turn under one progress bar.
 
     ``recipes`` is a dict (returns a dict of :class:`RunResult` with the same keys, e.g. ``(depth, variant)``)
-    or a list (returns a list in the same order). Recipe names must be unique within the call.
+    or a list (returns a list in the same order). Recipe names must be unique within the call. An interrupt
+    (Ctrl-C, Jupyter's stop button) stops the whole call with KeyboardInterrupt once the interrupted run is
+    saved: running it again reloads the finished runs and resumes the interrupted one.
     """
     from tqdm.auto import tqdm
 
@@ -577,6 +595,11 @@ def run_all(
         for k, recipe in bar:
             bar.set_postfix_str(recipe.name)
             out[k] = run(recipe, lab=lab, profile=profile, device=device, progress=bars)
+            if out[k].history.interrupted:  # stop here: the next recipe must not start after a Ctrl-C
+                bar.close()
+                raise KeyboardInterrupt(
+                    f"interrupted during {recipe.name}; the finished runs are cached: run the cell again to resume"
+                )
     return out if keyed else list(out.values())
 
 
