@@ -17,12 +17,14 @@ Tests and the report read these files; nobody parses notebook text for numbers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import platform
 import re
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -187,6 +189,7 @@ class LabResults:
             "synthetic_data": any(d.get("synthetic") for d in self.datasets.values()),
             "versions": library_versions(),
             "wall_time_s": round(time.perf_counter() - self._start, 2),
+            "device": _device_used(),
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "metrics": self.metrics,
             "tables": self.tables,
@@ -197,6 +200,61 @@ class LabResults:
     def save(self) -> Path:
         """Write ``metrics.json`` atomically and return its path."""
         return atomic_write_json(self.dir / METRICS_FILE, self.as_dict())
+
+
+TIMINGS_FILE = Path(__file__).with_name("timings.json")  # wall times measured on the course machine
+PROFILE_MEANING = {
+    "quick": "a smoke run: data subsets and one or two epochs, minutes on a laptop CPU",
+    "full": "the lab as designed: full datasets and the epochs the lab needs",
+}
+
+
+def _device_used() -> str:
+    """The torch device a lab ran on; "cpu" for a NumPy lab, which never imports torch."""
+    if "torch" not in sys.modules:
+        return "cpu"
+    from labutils import get_device
+
+    return str(get_device())
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def recorded_seconds(stem: str, profile: str, device: str) -> tuple[float, str] | None:
+    """How long notebook ``stem`` took in ``profile`` on a ``device`` ("cpu", "cuda", "mps"), and where that
+    number comes from: this machine's last finished run (``runs/<stem>/metrics.json``), else the table measured
+    on the course machine (``labutils/timings.json``). None when neither has one."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        last = load_metrics(stem)
+        if last["profile"] == profile and str(last["device"]).split(":")[0] == device:
+            return float(last["wall_time_s"]), "your last run"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        table = json.loads(TIMINGS_FILE.read_text(encoding="utf-8"))
+        return float(table[stem][profile][device]), "measured on the course's 2-core machine"
+    return None
+
+
+def profile_banner(stem: str, profile: str, device: str | None = None) -> str:
+    """The first thing a lab prints: its profile, about how long that takes on this device, how to switch.
+
+    ``device``: where the lab computes; default the torch device :func:`labutils.get_device` picks ("cpu" for
+    the NumPy labs, which never touch torch)."""
+    from labutils import check_profile
+
+    profile = check_profile(profile)
+    if device is None:
+        from labutils import get_device
+
+        device = get_device().type
+    other = "full" if profile == "quick" else "quick"
+    found = recorded_seconds(stem, profile, device)
+    took = f"about {_minutes(found[0])} on {device} ({found[1]})" if found else f"no timing recorded on {device} yet"
+    return (
+        f"Profile {profile!r} ({PROFILE_MEANING[profile]}); {took}. To switch, set PROFILE = {other!r} in the "
+        f"parameters cell, or run `make labs PROFILE={other}`."
+    )
 
 
 def load_metrics(stem: str, root: Path | None = None) -> dict[str, Any]:

@@ -124,3 +124,23 @@ def test_references_are_saved_compared_and_reported(tmp_path, monkeypatch):
     assert "References beside this run, profile `quick`" in report and "| plain MLP, depth 32 | 0.1135 |" in report
     with pytest.raises(ValueError, match="must be a number or a"):
         res.reference("x", "high", "y", source="z")
+
+
+def test_profile_banner_says_profile_time_and_how_to_switch(tmp_path, monkeypatch):
+    from labutils import results
+
+    monkeypatch.setenv("LABS_RUNS", str(tmp_path))
+    table = tmp_path / "timings.json"
+    table.write_text(json.dumps({"04_x": {"quick": {"cpu": 42.0}, "full": {"cpu": 468.0}}}))
+    monkeypatch.setattr(results, "TIMINGS_FILE", table)
+    banner = results.profile_banner("04_x", "quick", device="cpu")
+    assert banner.startswith("Profile 'quick' (a smoke run:") and "about 42 s on cpu (measured on the course" in banner
+    assert banner.endswith("set PROFILE = 'full' in the parameters cell, or run `make labs PROFILE=full`.")
+    assert "about 8 min on cpu" in results.profile_banner("04_x", "full", device="cpu")
+    assert "no timing recorded on cuda yet" in results.profile_banner("04_x", "full", device="cuda")
+    # this machine's own last run of the same profile and device wins over the table
+    lab = results.LabResults("04_x", profile="quick", seed=0)
+    lab.save()
+    mine = results.profile_banner("04_x", "quick", device="cpu")
+    assert "(your last run)" in mine and "about 0 s" in mine
+    assert "measured on the course" in results.profile_banner("04_x", "full", device="cpu")
