@@ -22,7 +22,10 @@ synthetic or real, split sizes, classes). So:
 - any changed knob (learning rate, subset size, depth, data source, ...) gives another key: it trains anew,
   and a stale result can never be shown under new parameters.
 
-Only ``track`` is left out of the key: it decides whether numbers are logged, not what they are.
+The key also covers the source files of the code that builds and trains the model (``labutils/models.py``,
+``train.py``, ``optimizers.py``, ``data.py`` and the factory's own module): whoever edits them gets new runs,
+never the results of the code as it was. Only ``track`` is left out of the key: it decides whether numbers
+are logged, not what they are.
 The model factory is keyed by its import path (``labutils.models.MLP``), so it must be a module-level
 class or function; ``pathlib.Path`` values in ``model_kwargs`` (a backbone checkpoint, say) are keyed by
 the file's content, so a retrained backbone gives new keys downstream.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import re
 import time
@@ -192,14 +196,33 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")[:60] or "run"
 
 
+# The code that builds and trains every recipe's model; the module of the recipe's own factory is added to it.
+TRAINING_SOURCES = ("labutils.models", "labutils.train", "labutils.optimizers", "labutils.data")
+
+
+def source_digests(recipe: Recipe) -> dict[str, str]:
+    """SHA-256 of the source file of each module that builds or trains ``recipe``'s model: its factory's module
+    and :data:`TRAINING_SOURCES`. Editing any of them (say ``models.py``) changes every key it affects, so the
+    cache can never hand back a result of the code as it was."""
+    modules = set(TRAINING_SOURCES) | {getattr(recipe.model, "__module__", None) or "labutils.models"}
+    digests = {}
+    for module in sorted(modules):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            digests[module] = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+    return digests
+
+
 def recipe_key(recipe: Recipe, dataset: Mapping[str, Any]) -> str:
     """``<readable name>-<10 hex digits>``: the hash covers every recipe field but ``track``, the contents of
-    files it names, the dataset's provenance and :data:`HARNESS_VERSION`."""
+    files it names, the dataset's provenance, the source of the code that builds and trains the model
+    (:func:`source_digests`) and :data:`HARNESS_VERSION`."""
     config = recipe.as_config()
     config.pop("track")
     payload = {
         "recipe": config,
         "files": _file_digests(dict(recipe.model_kwargs), {}),
+        "source": source_digests(recipe),
         "dataset": {k: dataset.get(k) for k in ("name", "source", "synthetic", "sizes", "classes", "num_classes")},
         "harness": HARNESS_VERSION,
     }

@@ -207,3 +207,25 @@ def test_run_all_shows_three_bars_for_any_number_of_runs(runs, tqdm_bars):
     assert runs_bar.n == 3 and len(epochs_bar.resets) == 2 and (epochs_bar.n, epochs_bar.total) == (2, 2)
     experiment.run_all(recipes, lab="lab", profile="quick", progress=False)  # all cached, and no bar shown
     assert not any(b.shown for b in bars.made[3:])
+
+
+def test_editing_the_code_that_builds_the_model_changes_the_key(tmp_path, monkeypatch):
+    """A student who edits the model's module must never get the old result back."""
+    import importlib
+    import sys
+
+    module = tmp_path / "my_models.py"
+    module.write_text("from labutils.models import MLP\n\n\nclass MyMLP(MLP):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    my_models = importlib.import_module("my_models")
+    recipe = tiny(model=my_models.MyMLP)
+    before = recipe_key(recipe, DATASET)
+    assert set(experiment.source_digests(recipe)) == {*experiment.TRAINING_SOURCES, "my_models"}
+    module.write_text(module.read_text() + "\n# a changed line\n")
+    assert recipe_key(recipe, DATASET) != before
+    sys.modules.pop("my_models", None)
+    # and the course's own training code is covered for every recipe
+    digests = experiment.source_digests(tiny())
+    assert set(digests) == set(experiment.TRAINING_SOURCES)
+    monkeypatch.setattr(experiment, "TRAINING_SOURCES", ("labutils.models",))
+    assert set(experiment.source_digests(tiny())) == {"labutils.models"}
