@@ -95,8 +95,9 @@ def remove_hidden_tests(source: str, where: str = "cell") -> tuple[str, bool]:
 
 
 def exercise_cells(nb) -> list[int]:
-    """Indices of the cells holding a solution region, in order."""
-    return [i for i, cell in enumerate(nb.cells) if BEGIN_SOLUTION in cell.source]
+    """Indices of the code cells holding a solution region, in order. A markdown cell's solution region is a
+    model answer to a question (cleared to ``YOUR ANSWER HERE`` like the rest), not an exercise with a check."""
+    return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and BEGIN_SOLUTION in cell.source]
 
 
 def exercise_names(nb) -> list[str]:

@@ -96,6 +96,16 @@ def test_student_notebook_clears_outputs_keeps_ids_and_leaves_the_solution_alone
         student.with_hidden_tests(out, nb)
 
 
+def test_a_model_answer_in_markdown_is_cleared_but_is_no_exercise():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION"),
+        nbformat.v4.new_code_cell(EXERCISE),
+    ]
+    assert student.exercise_cells(nb) == [1]
+    assert student.student_notebook(nb).cells[0].source == "Why?\nYOUR ANSWER HERE"
+
+
 def test_unknown_lab_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"No notebook for \['99'\]"):
         student.generate(tmp_path, ["99"])
@@ -149,7 +159,9 @@ def test_the_command_says_what_it_wrote(edition):
 @pytest.mark.parametrize("stem", PLAIN)
 def test_lab_without_exercises_is_copied_with_outputs_cleared(edition, stem):
     solution, generated = SOLUTIONS[stem], nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
-    assert [(c.id, c.source) for c in generated.cells] == [(c.id, c.source) for c in solution.cells]
+    # model answers to questions (markdown) are cleared; every other cell is copied as it is
+    expected = [(c.id, student.clear_solutions(c.source, c.cell_type)[0]) for c in solution.cells]
+    assert [(c.id, c.source) for c in generated.cells] == expected
     assert all(c.outputs == [] and c.execution_count is None for c in generated.cells if c.cell_type == "code")
 
 
