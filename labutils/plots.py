@@ -45,7 +45,8 @@ def plot_histories(
 
     ``histories``: ``{run name: history}``, each a ``labutils.train.History`` or a dict of per-epoch lists
     (what ``labutils.scratch.trainer.train`` returns). ``logy``: metrics drawn on a log axis
-    (``log_loss=True``: every metric with "loss" in its name). ``axes``: one matplotlib axis per metric.
+    (``log_loss=True``: every metric with "loss" in its name); a log axis's label says "(log scale)".
+    ``axes``: one matplotlib axis per metric.
     Returns ``(fig, data)`` with ``data[metric][run]`` the list of values drawn.
     """
     import matplotlib.pyplot as plt
@@ -54,8 +55,10 @@ def plot_histories(
     if not histories:
         raise ValueError("plot_histories needs at least one history, got an empty dict.")
     metrics, logy = list(metrics), set(logy) | ({m for m in metrics if "loss" in m} if log_loss else set())
-    if axes is None:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
+    if axes is None:  # constrained layout: one panel's y label never runs into its neighbour's tick labels
+        fig, axes = plt.subplots(
+            1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False, layout="constrained"
+        )
         axes = axes[0]
     axes = np.atleast_1d(axes)
     if len(axes) < len(metrics):
@@ -73,9 +76,11 @@ def plot_histories(
             data[metric][name] = values
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric.replace("_", " ")))
+        label = METRIC_LABELS.get(metric, metric.replace("_", " "))
         if metric in logy:
             ax.set_yscale("log")
+            label += " (log scale)"
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:

@@ -76,7 +76,8 @@ def class_balance(splits: dict[str, np.ndarray], classes: Sequence[str], title: 
             fontsize=8,
         )
     ax.set_ylabel("examples")
-    ax.legend(fontsize=8)
+    # beside the axes, not over the bars: the tallest bars are often the last classes'
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -8,7 +8,8 @@ numbers it drew, so tests and metrics can check what a figure shows.
 - :func:`plot_timings`: a bar chart of implementation timings (log scale).
 
 Each takes an optional matplotlib ``ax`` (a new figure when None). Filters and feature maps are drawn as
-one mosaic image, each tile scaled on its own, which is much faster than one axes per tile.
+one mosaic image (much faster than one axes per tile) whose tiles share one colour scale, shown by a colour
+bar: a pale tile is a small kernel or a weak response, not a stretched one.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def tile_mosaic(tiles: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
 def plot_filters(
     weight: np.ndarray, max_out: int = 32, max_in: int = 8, ncols: int = 8, ax=None, title: str | None = None
 ) -> tuple[Any, np.ndarray]:
-    """Draw convolution kernels, weight (C_out, C_in, kh, kw), each scaled by its own largest |value|
-    (red positive, blue negative, white zero).
+    """Draw convolution kernels, weight (C_out, C_in, kh, kw), on one symmetric colour scale: the largest
+    |value| among the drawn kernels (red positive, blue negative, white zero), with a colour bar.
 
     One input channel (a first layer): the C_out kernels wrap into rows of ``ncols``. Several input
     channels: one row per output channel, one column per input channel. At most ``max_out`` x ``max_in``
@@ -77,13 +78,13 @@ def plot_filters(
     kernels = weight[:max_out, :max_in]
     n_out, n_in, kh, kw = kernels.shape
     tiles = kernels.reshape(n_out * n_in, kh, kw).astype(np.float64)
-    scale = np.abs(tiles).max(axis=(1, 2), keepdims=True)
-    tiles = tiles / np.where(scale > 0, scale, 1.0)
+    limit = float(np.abs(tiles).max()) or 1.0
     cols = min(ncols, n_out) if n_in == 1 else n_in
     if ax is None:
         rows = -(-len(tiles) // cols)
-        _, ax = plt.subplots(figsize=(0.45 * cols * (kw + 1) / 4 + 0.8, 0.45 * rows * (kh + 1) / 4 + 0.6))
-    ax.imshow(tile_mosaic(tiles, cols), cmap="RdBu_r", vmin=-1, vmax=1)
+        _, ax = plt.subplots(figsize=(0.45 * cols * (kw + 1) / 4 + 1.4, 0.45 * rows * (kh + 1) / 4 + 0.6))
+    shown = ax.imshow(tile_mosaic(tiles, cols), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="weight")
     if n_in == 1:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -106,9 +107,10 @@ def plot_feature_maps(
     title: str | None = None,
     image: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    """Draw the channels of one image's feature maps, maps (C, H, W) (or (1, C, H, W)), each scaled to
-    its own [min, max]; ``image`` (same H, W; or (1, H, W)), if given, is drawn first.
-    Returns ``(fig, maps)``, the maps drawn (C', H, W) before scaling."""
+    """Draw the channels of one image's feature maps, maps (C, H, W) (or (1, C, H, W)), on one colour scale
+    from the smallest to the largest value over all drawn channels, with a colour bar: a dark map is a channel
+    that barely responds. ``image`` (same H, W; or (1, H, W)), if given, is drawn first, stretched to that
+    scale (it is in pixel units, not activations). Returns ``(fig, maps)``, the maps drawn (C', H, W)."""
     import matplotlib.pyplot as plt
 
     maps = np.asarray(maps)
@@ -118,19 +120,21 @@ def plot_feature_maps(
         raise ValueError(f"plot_feature_maps expects maps of shape (C, H, W); got {maps.shape}.")
     maps = maps[:max_maps]
     panels = maps.astype(np.float64)
+    low, high = float(panels.min()), float(panels.max())
+    high = high if high > low else low + 1.0
     if image is not None:
-        image = np.squeeze(np.asarray(image))
+        image = np.squeeze(np.asarray(image)).astype(np.float64)
         if image.shape != maps.shape[1:]:
             raise ValueError(f"image has shape {image.shape}, but the maps are {maps.shape[1:]}.")
-        panels = np.concatenate([image[None], panels])
-    low = panels.min(axis=(1, 2), keepdims=True)
-    span = panels.max(axis=(1, 2), keepdims=True) - low
-    panels = (panels - low) / np.where(span > 0, span, 1.0)
+        span = image.max() - image.min()
+        stretched = low + (image - image.min()) / (span if span > 0 else 1.0) * (high - low)
+        panels = np.concatenate([stretched[None], panels])
     cols = min(ncols, len(panels))
     if ax is None:
         rows = -(-len(panels) // cols)
-        _, ax = plt.subplots(figsize=(1.3 * cols, 1.3 * rows + 0.3))
-    ax.imshow(tile_mosaic(panels, cols, gap=2), cmap="viridis", vmin=0, vmax=1)
+        _, ax = plt.subplots(figsize=(1.3 * cols + 0.8, 1.3 * rows + 0.3))
+    shown = ax.imshow(tile_mosaic(panels, cols, gap=2), cmap="viridis", vmin=low, vmax=high)
+    ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="activation")
     ax.axis("off")
     if title:
         ax.set_title(title + (" (first panel: the input)" if image is not None else ""), fontsize=9)
@@ -141,7 +145,8 @@ def plot_confusion_matrix(
     y_true, y_pred, class_names: Sequence[str] | None = None, ax=None, title: str | None = None
 ) -> tuple[Any, np.ndarray]:
     """Draw the confusion matrix (rows: true class, columns: predicted) with counts in the cells,
-    coloured by the row-normalised rate. Returns ``(fig, counts)``, the (K, K) count matrix."""
+    coloured by the row-normalised rate (colour bar: fraction of the true class). Returns ``(fig, counts)``,
+    the (K, K) count matrix."""
     import matplotlib.pyplot as plt
 
     num_classes = None if class_names is None else len(class_names)
@@ -151,7 +156,8 @@ def plot_confusion_matrix(
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     if ax is None:
         _, ax = plt.subplots(figsize=(0.55 * k + 1.5, 0.55 * k + 1.2))
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    shown = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="fraction of the true class")
     for t in range(k):
         for p in range(k):
             if counts[t, p]:
@@ -187,7 +193,7 @@ def plot_timings(
     ax.barh(list(drawn), list(drawn.values()), color="tab:blue")
     ax.set_xscale("log")
     ax.invert_yaxis()
-    ax.set_xlabel(value)
+    ax.set_xlabel(f"{value} (log scale)")
     for i, v in enumerate(drawn.values()):
         ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
     return ax.figure, drawn

@@ -122,6 +122,7 @@ def plot_fits(x: np.ndarray, target: np.ndarray, fits: dict[str, np.ndarray], ax
         errors[name] = float(np.mean((pred.astype(np.float64) - target) ** 2))
         ax.plot(x[order], pred[order], label=f"{name} (MSE {errors[name]:.2g})")
     ax.set_xlabel("x")
+    ax.set_ylabel("y")
     ax.legend(fontsize=8)
     return ax.figure, errors
 
@@ -167,7 +168,7 @@ def plot_grad_norms(
         ax.set_yscale("log")
         ax.set_title(run)
         ax.set_xlabel("epoch" if per_epoch else "update")
-        ax.set_ylabel("gradient norm ||dL/dW||")
+        ax.set_ylabel("gradient norm ||dL/dW|| (log scale)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     if len(axes) > 1:
@@ -180,11 +181,13 @@ def plot_grad_norms(
 
 
 def plot_first_layer_weights(
-    weight: np.ndarray, image_shape=(28, 28), n: int = 16, axes=None
+    weight: np.ndarray, image_shape=(28, 28), n: int = 16, axes=None, label: str = "weight"
 ) -> tuple[Any, np.ndarray]:
     """Show the first ``n`` rows of a first-layer weight ``(hidden, H*W)`` as ``H x W`` images.
 
-    Returns ``(fig, images)``, the images drawn, ``(n, H, W)``.
+    All images share one symmetric colour scale (red positive, blue negative, white zero) with a colour bar
+    labelled ``label``, so a pale unit really has small weights. Pass ``weight - initial_weight`` to see what
+    training changed. Returns ``(fig, images)``, the images drawn, ``(n, H, W)``.
     """
     import matplotlib.pyplot as plt
 
@@ -199,7 +202,8 @@ def plot_first_layer_weights(
     axes = np.ravel(axes)
     for ax in axes:
         ax.axis("off")
+    limit = float(np.abs(images).max()) or 1.0
     for ax, image in zip(axes, images):
-        limit = np.abs(image).max() or 1.0
-        ax.imshow(image, cmap="seismic", vmin=-limit, vmax=limit)
+        shown = ax.imshow(image, cmap="seismic", vmin=-limit, vmax=limit)
+    axes[0].figure.colorbar(shown, ax=list(axes), shrink=0.8, label=label)
     return axes[0].figure, images
