@@ -6,11 +6,13 @@ its validator and its score.
 >>> write_submission("runs/08_robustness_challenge/submission.csv", challenge.ids, labels)
 >>> score_submission("runs/08_robustness_challenge/submission.csv", challenge)["accuracy"]
 
-The set holds every test image under every chosen (corruption, severity), shuffled with the seed. An id names
-the severity and the source image but hides the corruption behind a seeded tag:
-``distortion03_sev_2_000123`` is image 123 of the test set, at severity 2, under the corruption that the
-challenge's ``key["distortion03"]`` names. A submission is a CSV file with the header ``id,label`` and one row
-per corrupted image; :func:`validate_submission` says in one sentence what is wrong with one that is not.
+The set holds every test image under every chosen (corruption, severity), shuffled with the seed. A student sees
+only ``ids`` and ``images``. An id such as ``img_3fa91c07d2`` is a seeded random token: it says nothing about the
+source image, the corruption or the severity, so a label cannot be looked up in the public test set through it.
+What each id is (source index, corruption, severity, label) is the answer key, the organisers' side:
+:meth:`ChallengeSet.answer_key` and :func:`write_answer_key`. A submission is a CSV file with the header
+``id,label`` and one row per corrupted image; :func:`validate_submission` says in one sentence what is wrong with
+one that is not.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from labutils.util import atomic_open, check_int
 
 HEADER = ("id", "label")
+ID_PREFIX = "img_"
+TOKEN_HEX_DIGITS = 10  # 16**10 ~ 1e12 possible tokens: collisions are rare and redrawn
+ANSWER_KEY_HEADER = ("id", "source_index", "corruption", "severity", "label")
 
 
 class SubmissionError(ValueError):
@@ -34,22 +40,46 @@ class SubmissionError(ValueError):
 
 @dataclass(frozen=True)
 class ChallengeSet:
-    """A shuffled corrupted test set: ``ids`` (M,) str, ``images`` uint8 (M, C, H, W), hidden ``labels`` (M,)
-    int64, ``num_classes``, and ``key`` {distortion tag: corruption name} (the organisers' side)."""
+    """A shuffled corrupted test set of M images.
+
+    What a student gets: ``ids`` (M,) str (opaque tokens) and ``images`` uint8 (M, C, H, W), plus ``num_classes``.
+    The answer key, the organisers' side: ``labels`` (M,) int64, ``source_index`` (M,) int64 (the image's index in
+    the test images the set was built from), ``corruption`` (M,) str and ``severity`` (M,) int64.
+    """
 
     ids: np.ndarray
     images: np.ndarray
-    labels: np.ndarray
     num_classes: int
-    key: dict[str, str]
+    labels: np.ndarray
+    source_index: np.ndarray
+    corruption: np.ndarray
+    severity: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def answer_key(self) -> list[dict[str, Any]]:
+        """One row per image, in the set's order: ``id``, ``source_index``, ``corruption``, ``severity``,
+        ``label``."""
+        return [
+            {"id": str(i), "source_index": int(k), "corruption": str(c), "severity": int(s), "label": int(y)}
+            for i, k, c, s, y in zip(self.ids, self.source_index, self.corruption, self.severity, self.labels)
+        ]
 
-def challenge_id(tag: str, severity: int, index: int) -> str:
-    """``distortion03_sev_2_000123``: distortion tag, severity, index of the source image in the test set."""
-    return f"{tag}_sev_{severity}_{index:06d}"
+
+def opaque_ids(n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` distinct ids ``img_<10 hex digits>`` drawn from ``rng``: random tokens that carry no information about
+    the image they name. A token drawn twice is drawn again."""
+    n = check_int("n", n, 0)
+    ids: list[str] = []
+    seen: set[str] = set()
+    while len(ids) < n:
+        for value in rng.integers(0, 16**TOKEN_HEX_DIGITS, size=n - len(ids), dtype=np.int64):
+            token = f"{ID_PREFIX}{int(value):0{TOKEN_HEX_DIGITS}x}"
+            if token not in seen:
+                seen.add(token)
+                ids.append(token)
+    return ids
 
 
 def build_challenge_set(
@@ -63,8 +93,9 @@ def build_challenge_set(
     benchmark: str | None = None,
 ) -> ChallengeSet:
     """Corrupt ``images`` (uint8 (N, C, H, W), labels (N,)) with every corruption of ``names`` at every
-    severity, tag the corruptions ``distortion00``, ``distortion01``, ... in a seeded order and shuffle the
-    N x len(names) x len(severities) images with ``seed``. ``benchmark`` as in :func:`labutils.corruptions.corrupt`.
+    severity (corruption randomness from ``seed``), shuffle the N x len(names) x len(severities) images with
+    ``seed`` and give each an opaque id (:func:`opaque_ids`). ``benchmark`` as in
+    :func:`labutils.corruptions.corrupt`.
     """
     from labutils.corruptions.core import corrupt_arrays, usable_benchmark
 
@@ -76,23 +107,56 @@ def build_challenge_set(
     images, labels = np.asarray(images), np.asarray(labels, np.int64)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match.")
-    rng = np.random.default_rng(seed)
-    tags = {name: f"distortion{k:02d}" for k, name in zip(rng.permutation(len(names)), names)}
-    ids, parts, answers = [], [], []
+    parts, index, corruption, severity = [], [], [], []
     for name in names:
+        table = None if benchmark is None else usable_benchmark(name, benchmark)
         for s in severities:
-            table = None if benchmark is None else usable_benchmark(name, benchmark)
             parts.append(corrupt_arrays(images, name, s, seed, benchmark=table))
-            ids += [challenge_id(tags[name], s, i) for i in range(len(images))]
-            answers.append(labels)
-    order = rng.permutation(len(ids))
+            index.append(np.arange(len(images)))
+            corruption += [name] * len(images)
+            severity += [int(s)] * len(images)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(corruption))
+    source_index = np.concatenate(index)[order]
     return ChallengeSet(
-        ids=np.asarray(ids)[order],
+        ids=np.asarray(opaque_ids(len(order), rng)),
         images=np.concatenate(parts)[order],
-        labels=np.concatenate(answers)[order],
         num_classes=num_classes,
-        key={tag: name for name, tag in sorted(tags.items(), key=lambda kv: kv[1])},
+        labels=labels[source_index],
+        source_index=source_index,
+        corruption=np.asarray(corruption)[order],
+        severity=np.asarray(severity, np.int64)[order],
     )
+
+
+def write_answer_key(path: str | Path, challenge: ChallengeSet) -> Path:
+    """Write the organisers' answer key as CSV (``id,source_index,corruption,severity,label``) atomically; a
+    student never needs this file."""
+    with atomic_open(path, "w") as fh:
+        writer = csv.DictWriter(fh, fieldnames=ANSWER_KEY_HEADER, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(challenge.answer_key())
+    return Path(path)
+
+
+# Which corruptions of a test suite each training-time augmentation preset (labutils.data.augmentation) itself
+# applies: a preset that contains a corruption is not tested on something it never saw.
+PRESET_CORRUPTIONS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "standard": ("translate",),  # random crop after 4-pixel padding: a shift of up to 4 pixels
+    "strong": ("translate", "brightness", "contrast", "saturate", "rotate"),  # + colour jitter, rotation
+    "flip_jitter": ("brightness", "contrast", "saturate"),
+    "digits": ("translate", "rotate"),  # small shifts and rotations
+    "augmix": ("translate", "shear", "rotate"),  # + AugMix(all_ops=False): shear, translate, rotate among its ops
+}
+
+
+def augmentation_overlap(preset: str, names: Sequence[str]) -> list[str]:
+    """The corruptions of ``names`` (in their order) that augmentation ``preset`` applies during training, e.g.
+    ``augmentation_overlap("strong", ["fog", "brightness"]) == ["brightness"]``."""
+    if preset not in PRESET_CORRUPTIONS:
+        raise ValueError(f"Unknown augmentation preset {preset!r}: choose one of {', '.join(PRESET_CORRUPTIONS)}.")
+    return [n for n in names if n in PRESET_CORRUPTIONS[preset]]
 
 
 def predict(model, images: np.ndarray, info, *, batch_size: int = 256, device=None) -> np.ndarray:
@@ -210,18 +274,17 @@ def score_submission(path: str | Path, challenge: ChallengeSet) -> dict:
     """Validate a submission and score it against the hidden labels.
 
     Returns {"accuracy": fraction correct over all M images, "n": M, "by_severity": {severity: accuracy},
-    "by_distortion": {tag: accuracy}}.
+    "by_corruption": {corruption: accuracy}} (the last two from the answer key).
     """
     answers = validate_submission(path, challenge.ids, challenge.num_classes)
     predicted = np.array([answers[i] for i in challenge.ids], np.int64)
     correct = predicted == challenge.labels
-    severity = np.array([int(i.split("_sev_")[1].split("_")[0]) for i in challenge.ids])
-    tags = np.array([i.split("_sev_")[0] for i in challenge.ids])
+    severity, corruption = np.asarray(challenge.severity), np.asarray(challenge.corruption)
     return {
         "accuracy": float(correct.mean()),
         "n": int(len(correct)),
         "by_severity": {int(s): float(correct[severity == s].mean()) for s in np.unique(severity)},
-        "by_distortion": {str(t): float(correct[tags == t].mean()) for t in np.unique(tags)},
+        "by_corruption": {str(c): float(correct[corruption == c].mean()) for c in dict.fromkeys(corruption)},
     }
 
 
@@ -229,8 +292,12 @@ __all__ = [
     "SubmissionError",
     "ChallengeSet",
     "HEADER",
-    "challenge_id",
+    "ANSWER_KEY_HEADER",
+    "opaque_ids",
     "build_challenge_set",
+    "write_answer_key",
+    "PRESET_CORRUPTIONS",
+    "augmentation_overlap",
     "predict",
     "write_submission",
     "validate_submission",
