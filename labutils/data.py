@@ -175,9 +175,16 @@ def augmentation(preset: str, image_size: int, *, flips: bool = True):
     ``flip_jitter``: horizontal flip and colour jitter of ±20 % in brightness, contrast and saturation (no crop).
     ``digits``: for handwritten digits, small shifts (up to 10 % of the side) and rotations (up to ±10°);
     no flips and no colour. :func:`augmentation_for` picks it for digit datasets.
-    ``augmix``: standard plus torchvision's ``v2.AugMix`` (Hendrycks et al. 2020: severity 3, width 3, chains of
-    1-3 operations, mixed with the image), without the paper's Jensen-Shannon consistency loss. It works on
-    1-channel (greyscale) uint8 images too: its colour operations act on the single channel.
+    ``augmix``: standard plus torchvision's ``v2.AugMix(all_ops=False)`` (Hendrycks et al. 2020: severity 3,
+    width 3, chains of 1-3 operations, mixed with the image), without the paper's Jensen-Shannon consistency loss.
+    ``all_ops=False`` is how the paper ran it for a corruption benchmark: its operations are shear, translate,
+    rotate, posterize, solarize, autocontrast and equalize, leaving out brightness, contrast, colour and sharpness,
+    which overlap the -C corruptions. It works on 1-channel (greyscale) uint8 images too.
+
+    Some presets do contain a corruption of a test suite: the random crop is a translation (MNIST-C's
+    ``translate``), ``strong``'s colour jitter is CIFAR-C's ``brightness`` and ``contrast`` and its rotation
+    MNIST-C's ``rotate``; AugMix's affine operations are MNIST-C's ``shear``, ``translate`` and ``rotate``.
+    :func:`labutils.challenge.augmentation_overlap` lists them for a set of corruptions.
     """
     from torchvision.transforms import v2
 
@@ -194,7 +201,7 @@ def augmentation(preset: str, image_size: int, *, flips: bool = True):
     if preset == "strong":
         steps += [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), v2.RandomRotation(15)]
     if preset == "augmix":
-        steps.append(v2.AugMix())
+        steps.append(v2.AugMix(all_ops=False))  # the paper's choice for a corruption benchmark
     return v2.Compose(steps)
 
 

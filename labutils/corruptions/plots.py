@@ -51,11 +51,22 @@ def corruption_grid(
     return fig, data
 
 
-def plot_corruption_heatmaps(results, models: Sequence[str] | None = None, *, title: str = ""):
+def plot_corruption_heatmaps(
+    results,
+    models: Sequence[str] | None = None,
+    *,
+    title: str = "",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    annotate: bool = True,
+):
     """Accuracy per corruption (rows) and severity (columns), one panel per model, all on ONE colour scale.
 
     ``results`` is the :class:`~labutils.corruptions.evaluation.CorruptionResults` of
     :func:`~labutils.corruptions.evaluate_under_corruption`; ``models`` (default: all) its models to draw.
+    The colour scale is ``vmin``..``vmax`` (default the whole accuracy range 0..1, so that two figures of the
+    same lab can be compared too), with one colour bar; every cell prints its accuracy (``annotate``). Every
+    panel names the corruptions on its own y axis, and the figure's title sits above the panel titles.
 
     Returns ``(fig, data)``: data[model] is the (corruptions, severities) accuracy array drawn, with
     data["corruptions"], data["severities"] and data["vmin"]/data["vmax"] (the shared scale).
@@ -63,20 +74,34 @@ def plot_corruption_heatmaps(results, models: Sequence[str] | None = None, *, ti
     import matplotlib.pyplot as plt
 
     models = list(results.models if models is None else models)
+    if not models:
+        raise ValueError("plot_corruption_heatmaps needs at least one model to draw.")
+    if not vmin < vmax:
+        raise ValueError(f"vmin={vmin!r} must be below vmax={vmax!r}.")
     tables = {m: results.table(m).drop(columns="mean") for m in models}
     arrays = {m: t.to_numpy(dtype=float) for m, t in tables.items()}
-    vmin = min(float(a.min()) for a in arrays.values())
-    vmax = max(float(a.max()) for a in arrays.values())
     first = tables[models[0]]
+    rows, cols = first.shape
     fig, axes = plt.subplots(
-        1, len(models), figsize=(1.2 + 0.55 * first.shape[1] * len(models), 0.8 + 0.3 * len(first)), squeeze=False
+        1,
+        len(models),
+        figsize=(2.2 + (1.0 + 0.5 * cols) * len(models), 1.2 + 0.32 * rows),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
     )
     image = None
     for ax, m in zip(axes[0], models):
         image = ax.imshow(arrays[m], cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
-        ax.set_xticks(range(first.shape[1]), [c.split()[-1] for c in first.columns])
-        ax.set_yticks(range(len(first)), first.index if ax is axes[0, 0] else [""] * len(first), fontsize=7)
+        ax.set_xticks(range(cols), [c.split()[-1] for c in first.columns])
+        ax.set_yticks(range(rows), first.index, fontsize=7)
+        ax.tick_params(axis="y", labelleft=True)
         ax.set(xlabel="severity", title=m)
+        if annotate:
+            for (r, c), value in np.ndenumerate(arrays[m]):
+                dark = (value - vmin) / (vmax - vmin) < 0.55  # viridis is dark below about the middle
+                ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white" if dark else "black")
     fig.colorbar(image, ax=list(axes[0]), label="top-1 accuracy", shrink=0.9)
     if title:
         fig.suptitle(title)
