@@ -109,6 +109,46 @@ def scaled(kwargs: Mapping[str, Any], divisor: int) -> dict[str, Any]:
     return out
 
 
+def plot_ablation_curves(histories: Mapping[str, Any], *, title: str | None = None):
+    """Training (dashed) and validation (solid) curves of several runs: accuracy in the left panel, loss in the
+    right, one colour per run in both, one legend for the figure. Training and validation of a metric share one
+    panel, so the gap between them is read off directly, and every run shares that panel's axes.
+
+    ``histories``: ``{run name: History}`` (or dicts of per-epoch lists with ``train_acc``, ``val_acc``,
+    ``train_loss``, ``val_loss``). Returns ``(fig, data)`` with ``data[metric][run]`` the values drawn
+    (metric in ``train_acc``, ``val_acc``, ``train_loss``, ``val_loss``) and ``data["colors"][run]``.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    if not histories:
+        raise ValueError("plot_ablation_curves needs at least one history, got an empty dict.")
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6), sharex=True, layout="constrained")
+    data: dict[str, Any] = {m: {} for m in ("train_acc", "val_acc", "train_loss", "val_loss")}
+    data["colors"] = {}
+    for k, (name, history) in enumerate(histories.items()):
+        color = f"C{k % 10}"
+        data["colors"][name] = color
+        for ax, quantity in zip(axes, ("acc", "loss")):
+            for split, style in (("train", "--"), ("val", "-")):
+                values = [float(v) for v in history[f"{split}_{quantity}"]]
+                epochs = range(1, len(values) + 1)
+                ax.plot(epochs, values, style, color=color, marker="o", ms=3, lw=1.4)
+                data[f"{split}_{quantity}"][name] = values
+    axes[0].set(xlabel="epoch", ylabel="accuracy")
+    axes[1].set(xlabel="epoch", ylabel="cross-entropy loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=c, lw=2, label=n) for n, c in data["colors"].items()]
+    handles += [Line2D([], [], color="0.3", ls="--", label="training"), Line2D([], [], color="0.3", label="validation")]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig, data
+
+
 __all__ = [
     "CONFIGURATIONS",
     "AUGMENT_PRESET",
@@ -122,4 +162,5 @@ __all__ = [
     "activation_recipes",
     "recipe_differences",
     "scaled",
+    "plot_ablation_curves",
 ]

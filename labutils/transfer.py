@@ -498,6 +498,23 @@ def source_backbone(recipe, *, lab: str = SOURCE_LAB, profile: str | None = None
     return path, result
 
 
+def backbone_provenance(path: str | os.PathLike, meta: Mapping[str, Any]) -> str:
+    """One sentence saying where a saved backbone comes from, from its :func:`labutils.backbones.backbone_meta`:
+    the lab that trained it (the ``runs/NN_<stem>/`` folder it lies in), its run and profile, the data (real or a
+    synthetic stand-in) and its test accuracy there."""
+    path = Path(path)
+    lab = next((part for part in path.parts if part[:2].isdigit() and part[2:3] == "_"), None)
+    dataset = meta.get("dataset") or {}
+    kind = "a SYNTHETIC stand-in" if meta.get("synthetic") else "real data"
+    acc = meta.get("test_acc")
+    return (
+        f"{path.name}: {meta.get('architecture', meta.get('model_class'))} trained by "
+        f"{'lab ' + lab[:2] + ' (' + lab + ')' if lab else 'an unknown lab'}, run {meta.get('run')!r} "
+        f"({meta.get('profile')} profile), on {dataset.get('name', '?')} — {kind}"
+        + (f"; test accuracy there {acc:.3f}." if acc is not None else ".")
+    )
+
+
 def _trainable_lr_groups(model: nn.Module, strategy: str, phase: int, decay: float) -> dict[str, float]:
     """:func:`lr_groups` for the stages the strategy trains (a prefix of a frozen stage matches nothing)."""
     layout = stage_prefixes(model)
@@ -591,6 +608,7 @@ def imagenet_transfer_model(arch: str = "resnet18", *, input_size: int = 224, **
 
 
 __all__ = [
+    "backbone_provenance",
     "BACKBONES",
     "IMAGENET_ARCHS",
     "STRATEGIES",

@@ -295,3 +295,35 @@ def test_check_conv_block_reports_the_stub_and_a_wrong_return():
         checks.check_conv_block(stub)
     with pytest.raises(checks.CheckFailed, match="returned list, expected an nn.Module"):
         checks.check_conv_block(lambda *args: [])
+
+
+def test_ablation_curves_share_axes_and_give_each_run_one_colour_in_both_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    histories = {
+        "baseline": {"train_acc": [0.2, 0.6, 0.9], "val_acc": [0.2, 0.5, 0.55], "train_loss": [2.0, 1.0, 0.3],
+                     "val_loss": [2.1, 1.4, 1.3]},
+        "combined": {"train_acc": [0.1, 0.4, 0.6], "val_acc": [0.2, 0.45, 0.6], "train_loss": [2.2, 1.5, 1.1],
+                     "val_loss": [2.2, 1.5, 1.2]},
+    }  # fmt: skip
+    fig, data = regularization.plot_ablation_curves(histories)
+    acc, loss = fig.axes[:2]
+    assert acc.get_shared_x_axes().joined(acc, loss)  # one epoch axis
+    assert data["val_acc"]["combined"] == [0.2, 0.45, 0.6] and data["train_loss"]["baseline"] == [2.0, 1.0, 0.3]
+    # every curve of a run has the run's colour; training dashed, validation solid, on one accuracy panel
+    lines = acc.get_lines()
+    assert len(lines) == 4 and len(loss.get_lines()) == 4
+    assert {(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle()) for line in lines} == {
+        (matplotlib.colors.to_hex(data["colors"][n]), style) for n in histories for style in ("--", "-")
+    }
+    ymin, ymax = acc.get_ylim()
+    assert ymin <= 0.1 and ymax >= 0.9  # both runs' training and validation curves inside one y range
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["baseline", "combined", "training", "validation"]
+    assert not acc.get_legend() and not loss.get_legend()  # no legend over the data
+    plt.close(fig)
+    with pytest.raises(ValueError, match="at least one history"):
+        regularization.plot_ablation_curves({})

@@ -575,3 +575,22 @@ def test_freeze_by_stage_check_fails_a_stub_and_wrong_answers():
         checks.check_freeze_by_stage(forgets_to_freeze)
     with pytest.raises(checks.CheckFailed, match=r"strategy 'linear_probe'.*first 'stage3\..*expected False"):
         checks.check_freeze_by_stage(off_by_one)
+
+
+def test_backbone_provenance_names_the_lab_the_data_and_whether_it_is_synthetic(tmp_path):
+    meta = {
+        "architecture": "ResNet-8",
+        "run": "source-resnet8-w8-cifar10",
+        "profile": "quick",
+        "dataset": {"name": "cifar10-synthetic"},
+        "synthetic": True,
+        "test_acc": 0.1234,
+    }
+    path = tmp_path / "runs" / "05_residual_cnn" / "backbone_resnet.pt"
+    line = X.backbone_provenance(path, meta)
+    assert line == (
+        "backbone_resnet.pt: ResNet-8 trained by lab 05 (05_residual_cnn), run 'source-resnet8-w8-cifar10' "
+        "(quick profile), on cifar10-synthetic — a SYNTHETIC stand-in; test accuracy there 0.123."
+    )
+    real = X.backbone_provenance(tmp_path / "elsewhere.pt", {**meta, "synthetic": False, "test_acc": None})
+    assert "an unknown lab" in real and real.endswith("— real data.")
