@@ -151,6 +151,8 @@ def plot_grad_norms(
     missing = [name for name, h in histories.items() if "grad_norms" not in h]
     if missing:
         raise ValueError(f"Histories {missing} have no gradient norms: train with record_grad_norms=True.")
+    from matplotlib.ticker import MaxNLocator
+
     axes = _axes(len(histories), axes, size=(3.8, 3.2))
     drawn: dict[str, dict[str, np.ndarray]] = {}
     for ax, (run, history) in zip(axes, histories.items()):
@@ -168,6 +170,7 @@ def plot_grad_norms(
         ax.set_yscale("log")
         ax.set_title(run)
         ax.set_xlabel("epoch" if per_epoch else "update")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and updates are whole numbers
         ax.set_ylabel("gradient norm ||dL/dW|| (log scale)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
