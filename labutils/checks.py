@@ -587,3 +587,118 @@ def check_freeze_by_stage(freeze_fn, seed: int = 0) -> int:
 
 
 __all__ += ["check_freeze_by_stage"]
+
+
+# -- lab 09: a class activation map by hand --------------------------------------------------------------
+def _cam_hint(got, maps, weight, classes, expected) -> str:
+    """The one hint for a wrong CAM ``got`` (numpy): the mistake it matches, if any (torch float64 inputs)."""
+    import torch
+
+    from .cam import class_activation_map
+
+    n, k, h, w = maps.shape
+    mistakes = [
+        (expected / (h * w), "Hint: CAM is the weighted sum itself: dividing by h*w gives Grad-CAM's scale, not CAM."),
+        (expected / k, "Hint: sum the weighted maps over the K channels, do not average them."),
+        (torch.relu(expected), "Hint: no ReLU here: the raw map keeps its negative evidence (the figures clip later)."),
+        (
+            class_activation_map(maps, weight, torch.zeros_like(classes)),
+            "Hint: every image used class 0's weights: image n needs fc_weight[classes[n]].",
+        ),
+        (
+            class_activation_map(maps, weight, classes[:1].expand(n)),
+            "Hint: every image used the first image's class: image n needs fc_weight[classes[n]].",
+        ),
+    ]
+    for wrong, hint in mistakes:
+        wrong = wrong.numpy()
+        if got.shape == wrong.shape and relative_error(got, wrong) < 1e-9:
+            return hint
+    return (
+        "Hint: M[n, i, j] = sum over k of fc_weight[classes[n], k] * maps[n, k, i, j]: pick each image's row of the "
+        "weights (N, K) and weigh its K maps with it, e.g. with torch.einsum('nk,nkhw->nhw', ...)."
+    )
+
+
+def check_class_activation_map(cam_fn, seed: int = 0) -> float:
+    """Check ``cam_fn(maps, fc_weight, classes)`` -> (N, h, w), the class activation map
+    ``M[n] = sum_k fc_weight[classes[n], k] * maps[n, k]`` (maps (N, K, h, w), fc_weight (C, K), classes (N,)).
+
+    Three float64 cases against :func:`labutils.cam.class_activation_map`; then, on a small course ResNet-8 in
+    evaluation mode, two properties of a right answer: each map's mean plus the class bias is the class logit, and
+    the map scaled as the library shows maps equals the library's Grad-CAM (``pytorch_grad_cam.GradCAM``) on the
+    same model. The global torch random state is left as it was. Returns the largest relative error of the three
+    cases.
+    """
+    import torch
+
+    from .cam import cam_layer, class_activation_map, feature_maps, to_image_scale
+    from .models import ResNet
+
+    name = getattr(cam_fn, "__name__", type(cam_fn).__name__)
+    cases = {
+        "4 images, 6 channels, 5x5 maps, 10 classes": (4, 6, 5, 5, 10),
+        "1 image, 3 channels, 7x7 maps, 2 classes": (1, 3, 7, 7, 2),
+        "3 images, 16 channels, 4x3 maps, 5 classes": (3, 16, 4, 3, 5),
+    }
+
+    def as_numpy(got, where):
+        if isinstance(got, torch.Tensor):
+            return got.detach().cpu().numpy()
+        if got is None or not hasattr(got, "shape"):
+            raise CheckFailed(f"{where}: expected a tensor (N, h, w), got {type(got).__name__} (a missing return?).")
+        return np.asarray(got)
+
+    errors = []
+    gen = torch.Generator().manual_seed(seed)
+    for case, (n, k, h, w, c) in cases.items():
+        maps = torch.rand(n, k, h, w, generator=gen, dtype=torch.float64)  # after a ReLU: non-negative
+        weight = torch.randn(c, k, generator=gen, dtype=torch.float64)
+        classes = torch.randint(0, c, (n,), generator=gen)
+        classes[-1] = c - 1  # at least one image explains another class than the first
+        expected = class_activation_map(maps, weight, classes)
+        where = f"{name}, case {case!r} (maps {tuple(maps.shape)}, fc_weight {tuple(weight.shape)})"
+        got = as_numpy(_call(name, cam_fn, maps.clone(), weight.clone(), classes.clone()), where)
+        hint = (
+            _cam_hint(got, maps, weight, classes, expected)
+            if got.shape == expected.shape
+            else ("Hint: one map per image, for that image's class: (N, h, w), not one per class.")
+        )
+        errors.append(compare(where, got, expected.numpy(), hint))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ResNet(8, num_classes=5, in_channels=1, width=4).eval()
+        x = torch.randn(3, 1, 16, 16, generator=gen)
+        with torch.no_grad():
+            logits = model(x)
+    classes = logits.argmax(dim=1)
+    maps = feature_maps(model, x)
+    where = f"{name} on a ResNet-8's last feature maps {tuple(maps.shape)}"
+    got = as_numpy(_call(name, cam_fn, maps, model.fc.weight.detach(), classes), where)
+    scores = got.reshape(len(x), -1).mean(axis=1) + model.fc.bias.detach().numpy()[classes.numpy()]
+    compare(
+        f"{where}: map mean + class bias against the class logit",
+        scores,
+        logits[torch.arange(len(x)), classes].numpy(),
+        "Hint: for a global-average-pooled network the logit is the CAM's mean plus the bias: weigh with the "
+        "explained class's row of fc_weight.",
+        tol=1e-5,  # float32 network
+    )
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with GradCAM(model=model, target_layers=[cam_layer(model)]) as explainer:
+        library = explainer(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    mine = to_image_scale(got, tuple(x.shape[-2:]))
+    worst = float(np.max(np.abs(mine - library)))
+    if worst > 1e-4:
+        raise CheckFailed(
+            f"{where}: scaled like the library's maps, your CAM differs from pytorch_grad_cam's Grad-CAM by up to "
+            f"{worst:.3g} (should be below 1e-04; maps lie in [0, 1]). Hint: on a global-average-pooled network "
+            "Grad-CAM is ReLU(CAM) / (h*w), the same picture: weigh the maps with the explained class's weights."
+        )
+    return _passed("check_class_activation_map", f"{len(cases)} cases, logits and Grad-CAM on a ResNet-8", max(errors))
+
+
+__all__ += ["check_class_activation_map"]
