@@ -3,7 +3,8 @@
 They draw what :class:`labutils.gradflow.GradientRecorder` records (or its saved ``history``, or a
 ``{layer: norm}`` profile from :func:`labutils.gradflow.layer_grad_norms`). Every function returns
 ``(fig, data)``: ``data`` holds the numbers drawn, so tests and notebooks can check the numbers behind a figure.
-Panels meant to be compared share one colour scale (:func:`plot_norm_heatmaps`).
+Panels meant to be compared share one colour scale (:func:`plot_norm_heatmaps`); a log axis says so in its label;
+heatmaps small enough to read print their cell values.
 """
 
 from __future__ import annotations
@@ -16,6 +17,27 @@ from torch import nn
 
 from labutils.gradflow import KINDS, WEIGHT_LAYERS, history_at, weight_layers
 from labutils.util import check_choice
+
+ANNOTATE_MAX_CELLS = 80  # heatmaps with at most this many cells print each cell's value
+MAX_LAYER_TICKS = 24  # beyond this many layers a heatmap names evenly spaced ones, the same in every panel
+
+
+def _tidy(ax) -> None:
+    """Finish a panel: on an axis that shares its y axis with a panel to its left, drop the repeated y label and tick
+    labels (they would run into that panel); then ``tight_layout`` unless the figure already has a layout engine
+    (e.g. constrained layout)."""
+    if len(ax.get_shared_y_axes().get_siblings(ax)) > 1 and ax.get_subplotspec() is not None:
+        ax.label_outer()
+    if ax.figure.get_layout_engine() is None:
+        ax.figure.tight_layout()
+
+
+def _layer_ticks(n: int) -> np.ndarray:
+    """Row indices to label on a heatmap of ``n`` layers: all of them up to MAX_LAYER_TICKS, else evenly spaced
+    ones from the first layer to the last (the input and output layers always named)."""
+    if n <= MAX_LAYER_TICKS:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, 9).round().astype(int))
 
 
 def _history(recorder) -> Mapping[str, Any]:
@@ -40,7 +62,7 @@ def _as_curves(norms) -> dict[str, tuple[list[str], np.ndarray]]:
 def plot_layer_norms(
     norms, ax=None, title: str | None = None, ylabel: str = "gradient L2 norm  ‖∂L/∂W‖", logy: bool = True
 ):
-    """Per-layer norms at one step, input layer on the left, log scale.
+    """Per-layer norms at one step, input layer on the left, log scale (the y label says so).
 
     ``norms``: ``{layer: value}`` (one curve), ``{label: {layer: value}}`` (one curve per label, e.g.
     plain vs residual, on a relative x-axis when the networks differ in depth), a 1-D array, or a
@@ -67,6 +89,7 @@ def plot_layer_norms(
         data[label] = values
     if logy:
         ax.set_yscale("log")
+        ylabel = f"{ylabel} (log scale)"
     if relative:
         ax.set_xlabel("relative layer position (0 = input layer, 1 = output layer)")
     else:
@@ -74,13 +97,17 @@ def plot_layer_norms(
         ax.set_xlabel("layer (input → output)")
         if len(names) <= 12:
             ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        else:  # layer indices: whole numbers only
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     if any(curves):
         ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
+    _tidy(ax)
     return fig, data
 
 
@@ -98,7 +125,8 @@ def plot_norm_heatmap(
     Takes a recorder or its ``history`` dict. Returns ``(fig, data)`` with ``data["values"]`` the
     ``(layers, steps)`` array drawn (log10 of the norms; raw fractions for dead ReLUs), ``data["zero"]``
     the cells whose norm is exactly 0 (drawn black: e.g. a gradient that underflowed), ``data["steps"]``
-    and ``data["layers"]``.
+    and ``data["layers"]``. A heatmap of at most ``ANNOTATE_MAX_CELLS`` cells prints each value in its cell
+    (``data["annotated"]``); beyond ``MAX_LAYER_TICKS`` layers evenly spaced rows are named.
     """
     import matplotlib.pyplot as plt
 
@@ -143,15 +171,33 @@ def plot_norm_heatmap(
         )
     if colorbar:
         fig.colorbar(image, ax=ax, label=label)
+    annotated = values.size <= ANNOTATE_MAX_CELLS
+    if annotated:  # few cells: print each value, dark text on light cells and light text on dark ones
+        left, right = image.get_extent()[:2]
+        width = (right - left) / values.shape[1]
+        middle = sum(image.get_clim()) / 2
+        for row, col in np.ndindex(values.shape):
+            value = values[row, col]
+            if np.isfinite(value):
+                colour = "black" if value > middle else "white"
+                x = left + (col + 0.5) * width
+                ax.text(x, row, f"{value:.2g}", ha="center", va="center", fontsize=7, color=colour)
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input at top)")
-    if len(layers) <= 20:
-        ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ticks = _layer_ticks(len(layers))
+    ax.set_yticks(ticks, [layers[i] for i in ticks], fontsize=7)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
+    _tidy(ax)
     zero = raw == 0 if kind != "dead_relu" else np.zeros_like(raw, dtype=bool)
-    return fig, {"values": values, "zero": zero, "steps": steps, "layers": list(layers), "label": label}
+    return fig, {
+        "values": values,
+        "zero": zero,
+        "steps": steps,
+        "layers": list(layers),
+        "label": label,
+        "annotated": annotated,
+    }
 
 
 def plot_norm_heatmaps(records: Mapping[str, Any], kind: str = "weight", title: str | None = None):
@@ -181,8 +227,15 @@ def plot_norm_heatmaps(records: Mapping[str, Any], kind: str = "weight", title: 
     layer_lists = [list(h[names]) for h in histories.values()]
     same_layers = all(layers == layer_lists[0] for layers in layer_lists)
     height = max(3.0, 0.5 + min(8, 0.12 * max(map(len, layer_lists)) + 2))
+    # constrained layout keeps the figure title above the panel titles and leaves room for the one colour bar
     fig, axes = plt.subplots(
-        1, len(histories), figsize=(5.6 * len(histories) + 1.2, height), squeeze=False, sharex=True, sharey=same_layers
+        1,
+        len(histories),
+        figsize=(5.6 * len(histories) + 1.2, height),
+        squeeze=False,
+        sharex=True,
+        sharey=same_layers,
+        layout="constrained",
     )
     data: dict[str, Any] = {}
     for ax, (label, h) in zip(axes[0], histories.items()):
@@ -253,7 +306,7 @@ def plot_grad_histograms(
     ax.legend(fontsize=7, ncol=2)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
+    _tidy(ax)
     return fig, data
 
 
