@@ -1,10 +1,13 @@
-"""Lab 05: plain vs residual CNNs — what metrics.json holds after the quick profile (synthetic CIFAR stand-in)."""
+"""Lab 05: plain vs residual CNNs — what metrics.json holds after the quick profile (CIFAR-10, or its synthetic
+stand-in where CIFAR-10 is absent), and the full profile's claims when a full run's metrics.json exists."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ from labutils.train import load_backbone
 
 STEM = "05_residual_cnn"
 CHANCE = 0.1
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +126,48 @@ def test_a_rerun_reloads_every_run_and_a_changed_learning_rate_trains_anew(metri
     changed = json.loads((runs / STEM / "metrics.json").read_text())
     assert changed["params"]["LR"] == metrics["params"]["LR"] / 2
     assert changed["metrics"]["cache"] == {"trained": trained, "loaded": []}
+
+
+def test_take_aways_are_three_to_five_and_name_their_data(metrics):
+    takeaways = metrics["metrics"]["takeaways"]
+    assert 3 <= len(takeaways) <= 5
+    rows = {(r["variant"], r["depth"]): r for r in metrics["tables"]["depth_comparison"]["rows"]}
+    deepest = max(metrics["params"]["DEPTHS"])
+    # printed from the numbers: the training errors it compares, and the words chosen by them
+    assert f"{rows['plain', deepest]['train_error']:.3f}" in takeaways[0]
+    higher = metrics["metrics"]["degradation"]["plain_deeper_has_higher_train_error"]
+    assert ("(higher)" in takeaways[0]) is higher and ("(not higher)" in takeaways[0]) is not higher
+    # what the paper reports is said to be the paper's
+    assert "He et al. report" in takeaways[0]
+
+
+def test_schedule_and_vgg_numbers_behind_the_printed_lines(metrics):
+    losses = metrics["metrics"]["schedule_final_train_loss"]
+    assert set(losses) == {"plateau", "cosine", "onecycle"} and all(math.isfinite(v) for v in losses.values())
+    vgg = {r["network"]: r for r in metrics["tables"]["vgg_baseline"]["rows"]}
+    deepest = max(metrics["params"]["DEPTHS"])
+    # VGG-11 has more parameters than the deepest residual network at the widths of both profiles
+    assert vgg["vgg11"]["params"] > vgg[f"residual-{deepest}"]["params"]
+
+
+# -- full profile: checked when a full run's metrics.json exists (CIFAR-10 must be on the machine) -------------------
+@pytest.fixture(scope="module")
+def full():
+    path = Path(os.environ.get("LABS_FULL_RUNS", REPO / "runs")) / STEM / "metrics.json"
+    if not path.exists():
+        pytest.skip(f"no full-profile run of {STEM} at {path}")
+    m = json.loads(path.read_text())
+    if m["profile"] != "full":
+        pytest.skip(f"{path} is a {m['profile']!r} run, not a full one")
+    return m
+
+
+def test_full_profile_runs_the_papers_networks_on_real_cifar10(full):
+    (ds,) = full["datasets"].values()
+    assert ds["synthetic"] is False and ds["base"] == "cifar10"  # the full profile never runs on the stand-in
+    assert full["params"]["DEPTHS"] == [20, 56] and full["params"]["WIDTH"] == 16
+    rows = {(r["variant"], r["depth"]): r for r in full["tables"]["depth_comparison"]["rows"]}
+    # 100 epochs of the paper's recipe: the residual networks far above chance, within reach of the paper's errors
+    assert rows["residual", 20]["test_acc"] > 0.88 and rows["residual", 56]["test_acc"] > 0.88
+    assert 3 <= len(full["metrics"]["takeaways"]) <= 5
+    assert full["metrics"]["backbone"]["synthetic"] is False
