@@ -7,6 +7,8 @@
 #   make data            pre-fetch datasets into data/
 #   make strip           store notebooks without outputs (nbval-checked cells excepted)
 #   make student         write the student edition (exercises stubbed) into student/
+#   make site            the course website from the last `make labs` run: runs/site/html/index.html
+#   make grade SUBMISSIONS=DIR   grade DIR/<student>/<NN_lab>.ipynb with the hidden tests: DIR/grades.csv, summary.md
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -15,7 +17,7 @@ PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 export MPLBACKEND ?= Agg
 
-.PHONY: labs test test-browser lab data strip student lint venv clean
+.PHONY: labs test test-browser lab data strip student site grade lint venv clean
 
 # The environment is rebuilt only when requirements.txt or pyproject.toml change.
 $(STAMP): requirements.txt pyproject.toml
@@ -55,6 +57,14 @@ strip: $(STAMP)
 
 student: $(STAMP)
 	$(PY) -m labutils.student
+
+# Built from runs/ (or $LABS_RUNS) as `make labs` left it; nothing is executed again.
+site: $(STAMP)
+	$(PY) -m labutils.site
+
+SUBMISSIONS ?= submissions
+grade: $(STAMP)
+	$(PY) -m labutils.grade $(SUBMISSIONS) $(GRADE_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import nbformat
 
+from .colab import add_delivery_cells
 from .util import REPO_ROOT, atomic_write_text
 
 __all__ = [
@@ -167,6 +168,8 @@ def generate(out_dir=None, labs: list[str] | None = None, notebooks_dir=None) ->
     for path in _select(notebooks_dir, labs):
         nb = nbformat.read(path, as_version=4)
         student = student_notebook(nb, name=path.name)
+        # The Open-in-Colab badge of the student's copy opens the student edition (student/NN_name.ipynb).
+        student = add_delivery_cells(student, path.name, student=True, only_update=True)
         atomic_write_text(out_dir / path.name, nbformat.writes(student) + "\n")
         written[path.name] = exercise_names(nb)
     return written
