@@ -1,7 +1,7 @@
 """The course website: the labs as a run left them (outputs and figures), built by mkdocs with mkdocs-jupyter.
 
     make labs && make site                   # runs/ -> runs/site/html/index.html
-    python -m labutils.site [--runs DIR] [--out DIR]
+    python -m labutils.site [--runs DIR] [--out DIR] [--solutions]
 
 The pages come from the last ``make labs`` run (``runs/<stem>/<stem>.ipynb``, its ``metrics.json`` and
 ``runs/REPORT.md``); the site builder never executes a notebook, so the site shows exactly the outputs of that
@@ -10,6 +10,9 @@ run, in the profile it ran in. The site has
 - a landing page with the lab table (title, profile, real or synthetic data, wall time, figures, Open in Colab),
 - one page per lab that finished: the executed notebook with its outputs and figures,
 - the run report (REPORT.md: the tables and figures of every lab) as a page.
+
+A public site must not hand out the answers: the exercises' code shows the student's stub and the hidden tests are
+left out, while every output stays that of the full run. ``--solutions`` builds the instructors' site instead.
 
 A lab that failed in that run has no page; the landing page says so. The build needs no network: mkdocs,
 mkdocs-material and mkdocs-jupyter come from the package index, the theme's web fonts are switched off, and a
@@ -33,6 +36,14 @@ import nbformat
 
 from .colab import BADGE_IMAGE, colab_url, repository_path
 from .results import METRICS_FILE
+from .student import (
+    BEGIN_HIDDEN_TESTS,
+    BEGIN_SOLUTION,
+    END_HIDDEN_TESTS,
+    END_SOLUTION,
+    clear_solutions,
+    remove_hidden_tests,
+)
 from .util import atomic_write_text, runs_dir
 
 __all__ = ["SITE_NAME", "SiteError", "lab_runs", "stage", "build", "main"]
@@ -111,7 +122,21 @@ def _with_figures(nb, figures: list[dict], folder: Path):
     return nb
 
 
-def _landing_page(labs: list[dict], failed: list[str], runs: Path) -> str:
+def _edition(nb, solutions: bool):
+    """The notebook as the site shows it, outputs kept: without ``solutions``, each exercise's solution replaced by
+    the student's stub and the hidden tests removed (a public site must not hand out the answers); with them, the
+    instructor's code with only the marker lines taken out."""
+    markers = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN_TESTS, END_HIDDEN_TESTS)
+    for index, cell in enumerate(nb.cells):
+        if solutions:
+            cell.source = "\n".join(line for line in cell.source.split("\n") if not any(m in line for m in markers))
+        else:
+            where = f"cell {index} (id {cell.get('id')})"
+            cell.source = remove_hidden_tests(clear_solutions(cell.source, cell.cell_type, where)[0], where)[0]
+    return nb
+
+
+def _landing_page(labs: list[dict], failed: list[str], runs: Path, solutions: bool) -> str:
     out = [
         f"# {SITE_NAME}",
         "",
@@ -131,6 +156,8 @@ def _landing_page(labs: list[dict], failed: list[str], runs: Path) -> str:
         )
     if failed:
         out += ["", f"Did not finish in this run (no page): {', '.join(f'`{s}`' for s in failed)}."]
+    if not solutions:
+        out += ["", "Exercise solutions are shown as the student's stub; every output is that of the full lab."]
     out += ["", f"Built from `{runs}` on {time.strftime('%Y-%m-%d %H:%M')}."]
     return "\n".join(out) + "\n"
 
@@ -157,8 +184,9 @@ def _config(docs: Path, nav: list) -> dict:
     }
 
 
-def stage(runs: Path, out: Path) -> Path:
+def stage(runs: Path, out: Path, solutions: bool = False) -> Path:
     """Lay out the site's sources in ``out/docs`` and its configuration in ``out/mkdocs.yml``; return the latter.
+    ``solutions``: show the exercises' solutions and hidden tests (see :func:`_edition`).
 
     Raises :class:`SiteError` if ``runs`` holds no finished lab run.
     """
@@ -173,14 +201,15 @@ def stage(runs: Path, out: Path) -> Path:
     labs = []
     for stem, executed in finished.items():
         metrics = json.loads((runs / stem / METRICS_FILE).read_text())
-        nb = _with_figures(nbformat.read(executed, as_version=4), metrics.get("figures", []), runs / stem)
+        nb = _edition(nbformat.read(executed, as_version=4), solutions)
+        nb = _with_figures(nb, metrics.get("figures", []), runs / stem)
         atomic_write_text(docs / LAB_DIR / executed.name, nbformat.writes(nb))
         for figure in (runs / stem).glob("*.png"):  # REPORT.md shows them as <stem>/<file>.png
             (docs / stem).mkdir(exist_ok=True)
             shutil.copyfile(figure, docs / stem / figure.name)
         labs.append({"stem": stem, "title": _title(nb, stem), "metrics": metrics})
     failed = [stem for stem, path in found.items() if path is None]
-    atomic_write_text(docs / "index.md", _landing_page(labs, failed, runs))
+    atomic_write_text(docs / "index.md", _landing_page(labs, failed, runs, solutions))
     shutil.copyfile(runs / "REPORT.md", docs / "report.md")
     nav = [
         {"Home": "index.md"},
@@ -192,12 +221,12 @@ def stage(runs: Path, out: Path) -> Path:
     return config
 
 
-def build(runs=None, out=None) -> Path:
+def build(runs=None, out=None, solutions: bool = False) -> Path:
     """Build the site from the lab run in ``runs`` (default: ``runs/``) into ``out/html`` (default:
     ``runs/site``); return the path of its ``index.html``. Raises :class:`SiteError` with one sentence."""
     runs = Path(runs) if runs is not None else runs_dir()
     out = Path(out) if out is not None else runs / "site"
-    config = stage(runs, out)
+    config = stage(runs, out, solutions)
     html = out / "html"
     command = [sys.executable, "-m", "mkdocs", "build", "--clean", "--strict", "-f", str(config), "-d", str(html)]
     # NO_MKDOCS_2_WARNING: mkdocs-material's banner about its successor, printed on every build
@@ -212,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labutils.site", description="Build the course website.")
     parser.add_argument("--runs", type=Path, default=None, help="the `make labs` run (default: runs/ or $LABS_RUNS)")
     parser.add_argument("--out", type=Path, default=None, help="where the site goes (default: <runs>/site)")
+    parser.add_argument("--solutions", action="store_true", help="show the exercises' solutions (instructors' site)")
     args = parser.parse_args(argv)
     start = time.monotonic()
     try:
-        index = build(args.runs, args.out)
+        index = build(args.runs, args.out, args.solutions)
     except SiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

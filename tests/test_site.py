@@ -24,6 +24,9 @@ from labutils.util import REPO_ROOT
 
 STORED = "stored output: 42 from the lab run"
 NEVER = "this line only prints when the docs builder executes the notebook"
+EXERCISE = "def answer():\n    ### BEGIN SOLUTION\n    return 'the secret solution'\n    ### END SOLUTION"
+CHECK = "print('check passed')\n### BEGIN HIDDEN TESTS\nthe_hidden_test()\n### END HIDDEN TESTS"
+QUESTION = "Why?\n### BEGIN SOLUTION\nThe model answer.\n### END SOLUTION"
 
 
 def offline_prefix() -> list[str]:
@@ -59,6 +62,11 @@ def make_run(runs: Path, monkeypatch) -> None:
             execution_count=1,
         ),
         nbformat.v4.new_code_cell('res.figure(fig, "curve", caption="A falling curve")', execution_count=2),
+        nbformat.v4.new_code_cell(EXERCISE, execution_count=3),
+        nbformat.v4.new_code_cell(
+            CHECK, execution_count=4, outputs=[nbformat.v4.new_output("stream", name="stdout", text="check passed\n")]
+        ),
+        nbformat.v4.new_markdown_cell(QUESTION),
     ]
     nbformat.write(nb, runs / "00_tiny" / "00_tiny.ipynb")
     (runs / "01_broken").mkdir()
@@ -103,11 +111,33 @@ def test_lab_page_shows_the_stored_outputs_and_the_runs_figure(built):
     page = (html / "labs" / "00_tiny" / "index.html").read_text()
     assert "<title>Lab 00 — A tiny lab - Deep Learning Labs</title>" in page
     outputs = re.findall(r'<div class="jp-RenderedText jp-OutputArea-output"[^>]*>\s*<pre>(.*?)</pre>', page, re.S)
-    assert outputs == [STORED + "\n"]  # the output the run stored, not what running the cell again would print
+    assert outputs == [STORED + "\n", "check passed\n"]  # what the run stored, not what a new run would print
     assert NEVER in page  # as source code only
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) == 1
     assert "A falling curve" in page
     assert "Traceback" not in page
+
+
+def test_the_public_site_shows_no_solution_and_no_hidden_test(built):
+    html, _, _ = built
+    page = (html / "labs" / "00_tiny" / "index.html").read_text()
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "the secret solution" not in text and "The model answer" not in text and "the_hidden_test" not in text
+    assert "# YOUR CODE HERE" in text and "raise NotImplementedError()" in text and "YOUR ANSWER HERE" in text
+    landing = (html / "index.html").read_text()
+    assert "Exercise solutions are shown as the student's stub; every output is that of the full lab." in landing
+
+
+def test_the_instructors_site_keeps_solutions_without_the_marker_lines():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(EXERCISE), nbformat.v4.new_code_cell(CHECK)]
+    nb.cells.append(nbformat.v4.new_markdown_cell(QUESTION))
+    shown = site._edition(nb, solutions=True)
+    assert [c.source for c in shown.cells] == [
+        "def answer():\n    return 'the secret solution'",
+        "print('check passed')\nthe_hidden_test()",
+        "Why?\nThe model answer.",
+    ]
 
 
 def test_report_page_has_the_tables_and_figures_of_report_md(built):
