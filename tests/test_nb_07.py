@@ -8,6 +8,10 @@ the same images.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from labutils import datasets, transfer
@@ -17,6 +21,12 @@ CIFAR_STRATEGIES = {
     "linear_probe", "ft0", "ft1", "ft2", "full", "full_sgd", "full_bn_trainable", "full_augmented", "two_phase",
     "scratch", "svm", "knn",
 }  # fmt: skip
+
+
+# A full-profile run of the lab (``make labs PROFILE=full``) leaves its metrics here; its claims test skips without.
+FULL_METRICS = (
+    Path(os.environ.get("LABS_FULL_RUNS", Path(__file__).resolve().parents[1] / "runs")) / STEM / "metrics.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +111,46 @@ def test_references_sit_beside_measured_numbers_and_figures_are_saved(metrics):
         assert f"cifar100.{metric}.top1" in refs and metric in metrics["metrics"]["cifar100"]
     files = {f["file"] for f in metrics["figures"]}
     assert {"cifar100_curves.png", "pair_accuracy_vs_budget.png"} <= files
+
+
+def test_what_trains_is_stated_exactly_batch_norm_included(metrics):
+    """'full' trains every weight but keeps the pretrained backbone's batch norms frozen; with freeze_bn=False and
+    from scratch every batch norm trains."""
+    rows = {r["strategy"]: r for r in metrics["tables"]["cifar100_strategies"]["rows"]}
+    trained, total = map(int, rows["full"]["batch norm trained"].split("/"))
+    assert total > 0 and trained == 0
+    for strategy in ("full_bn_trainable", "scratch"):
+        trained, total = map(int, rows[strategy]["batch norm trained"].split("/"))
+        assert trained == total > 0, strategy
+    assert rows["full"]["trains"] == rows["scratch"]["trains"] == "stem, stage1, stage2, stage3, head"
+
+
+def test_the_backbone_states_its_provenance(metrics):
+    backbone = metrics["metrics"]["cifar_backbone"]
+    line = backbone["provenance"]
+    assert "trained by lab 05" in line and ("SYNTHETIC" in line) == backbone["synthetic"]
+    (cifar,) = [d for d in metrics["datasets"].values() if d["base"] == "cifar100"]
+    assert not (backbone["synthetic"] and not cifar["synthetic"])  # a synthetic backbone is never used on real data
+
+
+def test_takeaways_are_printed_from_this_runs_numbers(metrics):
+    takeaways = metrics["metrics"]["takeaways"]
+    acc = metrics["metrics"]["pair_accuracy"]
+    smallest = str(min(metrics["params"]["BUDGETS"]))
+    assert 3 <= len(takeaways) <= 5
+    assert f"{acc['linear_probe'][smallest]:.3f} against {acc['scratch'][smallest]:.3f}" in takeaways[0]
+
+
+def test_full_profile_claims():
+    """Runs only where a full-profile run left its metrics.json (budgets 10, 100, 1000 per class, every strategy).
+    What the lab says there: with 10 labels a frozen backbone beats training from scratch, and the gap shrinks as
+    labels grow."""
+    if not FULL_METRICS.is_file():
+        pytest.skip(f"no full-profile run at {FULL_METRICS}")
+    metrics = json.loads(FULL_METRICS.read_text())
+    if metrics["profile"] != "full":
+        pytest.skip(f"{FULL_METRICS} is a {metrics['profile']!r} run")
+    acc = metrics["metrics"]["pair_accuracy"]
+    budgets = [str(n) for n in sorted(metrics["params"]["BUDGETS"])]
+    gap = [acc["linear_probe"][n] - acc["scratch"][n] for n in budgets]
+    assert gap[0] > 0.04 and gap[-1] < gap[0]
