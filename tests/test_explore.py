@@ -10,7 +10,6 @@ control moved once, the view must change and show no error.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -59,29 +58,12 @@ def splits() -> ArraySplits:
     return ArraySplits(xt, yt, xv, yv, xs, ys, INFO)
 
 
-def another_value(control):
-    """A value of ``control`` other than its current one, as a user would pick it."""
-    value = control.value
-    if hasattr(control, "options") and not hasattr(control, "rows"):  # Dropdown, ToggleButtons, SelectionSlider
-        values = [o[1] if isinstance(o, tuple) else o for o in control.options]
-        return next(v for v in values if v != value)
-    if hasattr(control, "rows"):  # SelectMultiple
-        options = list(control.options)
-        return tuple(options[-1:]) if tuple(options[-1:]) != tuple(value) else tuple(options[:1])
-    if hasattr(control, "base"):  # FloatLogSlider: one step on the exponent
-        exponent = math.log(value, control.base)
-        exponent += control.step if exponent + control.step <= control.max else -control.step
-        return control.base**exponent
-    step = control.step or 1
-    return value + step if value + step <= control.max else value - step
-
-
 def move_every_control(explorer) -> list[str]:
     """Move each control once; the shown view must change and be no error. Returns the texts shown."""
     texts = [explorer.last.text]
     for name, control in explorer.controls.items():
         before = explorer.output.outputs
-        control.value = another_value(control)
+        control.value = core.another_value(control)
         assert explorer.last.error is None, f"{name}: {explorer.last.error[-1]}"
         assert explorer.output.outputs != before, f"moving {name} left the view unchanged"
         texts.append(explorer.last.text or explorer.last.message)
@@ -447,7 +429,31 @@ def test_corrupted_predictions_and_the_cell_accuracy(splits):
     explorer = explore.lab08_robustness(models, splits, ["fog", "brightness"], [1, 2, 3], results=results)
     assert "accuracy 0.250 on 30 test images (the lab's evaluation)" in explorer.last.text
     texts = move_every_control(explorer)
-    assert texts[-1].startswith("other under brightness, severity 1: accuracy") and "(measured here)" in texts[-1]
+    assert texts[-1].startswith("other under brightness, severity 3: accuracy") and "(measured here)" in texts[-1]
+
+
+# -- lab 09 ------------------------------------------------------------------------------------------------------------
+def test_cam_view_is_labutils_cam_and_road_on_one_image(splits):
+    from labutils import cam
+    from labutils.explore import cam as explore_cam
+    from labutils.models import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(8, num_classes=10, in_channels=1, width=4).eval()
+    images = splits.float32(normalize=True).x_test
+    shown = explore_cam.cam_view(model, images, 2, target=3, method="Grad-CAM")
+    x = torch.as_tensor(images[2:3])
+    maps = cam.cam_maps(model, x, [3], methods=("Grad-CAM",))
+    np.testing.assert_allclose(shown["map"], maps["Grad-CAM"][0], atol=1e-6)
+    road = cam.road_scores(model, x, [3], maps)["Grad-CAM"]
+    assert shown["road"] == pytest.approx({part: float(v[0]) for part, v in road.items()}, abs=1e-6)
+    assert shown["road"]["combined"] == pytest.approx((shown["road"]["lerf"] - shown["road"]["morf"]) / 2)
+    with torch.no_grad():
+        predicted = int(model(x).argmax())
+    assert explore_cam.cam_view(model, images, 2, method="CAM")["target"] == predicted
+    explorer = explore.lab09_cam(model, images, splits.y_test)
+    texts = move_every_control(explorer)
+    assert "Grad-CAM++ map of class" in texts[-1]
 
 
 # -- the notebook that shows them all ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ A notebook builds one in a single line, after the section whose results it shows
 ``lab06_curves(runs)``                     the ablation's training curves, configurations overlaid as chosen
 ``lab07_transfer(pair_runs)``              strategy × labelled examples per class → accuracy, with the confusion matrix
 ``lab08_robustness(models, splits, ...)``  corruption × severity: the images, the model's predictions, the accuracy
+``lab09_cam(model, x, y)``                 image, target class and CAM method → the heat map, with its ROAD score
 =========================================  ============================================================================
 
 Each is a plain function that computes the numbers shown (tested like every figure function here) and a thin
@@ -23,6 +24,7 @@ runs for all of them at once (``notebooks/explorers.ipynb``).
 """
 
 from labutils.explore.boundary import lab01_decision_boundary
+from labutils.explore.cam import lab09_cam
 from labutils.explore.convolution import lab03_convolution, lab03_feature_maps
 from labutils.explore.core import Explorer, View
 from labutils.explore.demo import demo_runs
@@ -48,4 +50,5 @@ __all__ = [
     "lab06_curves",
     "lab07_transfer",
     "lab08_robustness",
+    "lab09_cam",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -146,3 +147,21 @@ def control_options(name: str, values, what: str) -> list:
     if not values:
         raise ValueError(f"{name} has no {what} to show: pass at least one.")
     return values
+
+
+def another_value(control):
+    """The value a user would move an ipywidgets ``control`` to next: the next option (after the last, the first),
+    one step further along a slider (at its end, back to its start), or another choice of a multiple selection.
+    Used by tests and benchmarks to move every control once."""
+    value = control.value
+    if hasattr(control, "rows"):  # SelectMultiple
+        options = tuple(control.options)
+        return options[-1:] if options[-1:] != tuple(value) else options[:1]
+    if hasattr(control, "options"):  # Dropdown, ToggleButtons, SelectionSlider
+        values = [o[1] if isinstance(o, tuple) else o for o in control.options]
+        return values[(values.index(value) + 1) % len(values)]
+    if hasattr(control, "base"):  # FloatLogSlider: one step along the exponent
+        exponent = math.log(value, control.base) + control.step
+        return control.base ** (exponent if exponent <= control.max + 1e-9 else control.min)
+    step = control.step or 1
+    return value + step if value + step <= control.max else control.min

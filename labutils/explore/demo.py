@@ -61,7 +61,7 @@ def residual_recipes(profile: str) -> tuple[dict, dict]:
             **{**common, "train_subset": 256, "batch_size": 32},
         )
         for v in ("plain", "residual")
-        for d in (8,)
+        for d in (8, 14)
     }
     return lab04, lab05
 

@@ -117,7 +117,7 @@ def _log_limits(pairs: Mapping[int, Mapping[str, Any]]) -> dict[int, tuple[float
     return limits
 
 
-def lab04_gradient_flow(runs: Mapping[Any, Any]) -> Explorer:
+def lab04_gradient_flow(runs: Mapping[Any, Any], name: str = "lab04-gradient-flow") -> Explorer:
     """Depth and epoch → per-layer weight-gradient norms of the plain and the residual network in that epoch, and the
     first layer's norm over training. ``runs``: the lab's ``{key: RunResult}`` (see :func:`variant_and_depth`)."""
     import ipywidgets as widgets
@@ -146,7 +146,7 @@ def lab04_gradient_flow(runs: Mapping[Any, Any]) -> Explorer:
 
     first = next(iter(pairs[deepest].values()))
     return Explorer(
-        "gradient-flow",
+        name,
         view,
         controls,
         title="Gradient flow during training: plain vs residual",
@@ -156,4 +156,4 @@ def lab04_gradient_flow(runs: Mapping[Any, Any]) -> Explorer:
 
 def lab05_gradient_flow(runs: Mapping[Any, Any]) -> Explorer:
     """Lab 05's runs (``runs[variant, depth]``, the deepest pair recorded): the same explorer as lab 04's."""
-    return lab04_gradient_flow(runs)
+    return lab04_gradient_flow(runs, name="lab05-gradient-flow")

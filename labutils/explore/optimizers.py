@@ -159,7 +159,7 @@ def draw_paths(result: dict[str, Any], surface: str, title: str):
     fig = figure(10, 3.8)
     ax_path, ax_loss = fig.subplots(1, 2, width_ratios=[1.25, 1])
     x0, x1, y0, y1 = s.box
-    xx, yy = np.meshgrid(np.linspace(x0, x1, 160), np.linspace(y0, y1, 160))
+    xx, yy = np.meshgrid(np.linspace(x0, x1, 120), np.linspace(y0, y1, 120))
     zz = s.loss(np.stack([xx, yy]))
     ax_path.contour(xx, yy, np.log10(zz + 1e-3), levels=18, cmap="viridis", linewidths=0.7)
     path = result["path"]
@@ -193,7 +193,9 @@ def lab02_optimizers() -> Explorer:
         ),
         "lr": widgets.FloatLogSlider(value=0.02, base=10, min=-4, max=0, step=0.1, description="lr", **slider),
         "momentum": widgets.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="momentum / β₁", **slider),
-        "beta2": widgets.FloatSlider(value=0.999, min=0.9, max=0.999, step=0.001, description="β₂ / α", **slider),
+        "beta2": widgets.FloatSlider(
+            value=0.999, min=0.9, max=0.999, step=0.001, description="β₂ / α", readout_format=".3f", **slider
+        ),
         "steps": widgets.IntSlider(value=200, min=10, max=500, step=10, description="steps", **slider),
     }
 
