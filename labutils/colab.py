@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
 import nbformat
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = args.notebooks or sorted((REPO_ROOT / NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        print(f"error: no such notebook: {', '.join(missing)}.")
+        print(f"error: no such notebook: {', '.join(missing)}.", file=sys.stderr)
         return 2
     changed = apply(paths, check=args.check)
     for path in changed:

@@ -37,6 +37,7 @@ import io
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = grade_all(args.submissions, args.out, args.timeout, args.profile, args.solutions, args.jobs)
     except ValueError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.submissions
     points = sum(r.points for r in rows)

@@ -225,11 +225,11 @@ def test_an_unreadable_file_scores_zero_without_running_anything(tmp_path):
 
 def test_missing_labs_and_stray_files_get_rows_and_bad_input_one_sentence(tmp_path, capsys):
     assert grade.main([str(tmp_path / "nowhere")]) == 2
-    assert "error: Submissions folder" in capsys.readouterr().out
+    assert "error: Submissions folder" in capsys.readouterr().err
     (tmp_path / "subs" / "ada").mkdir(parents=True)
     (tmp_path / "subs" / "ada" / "notes.ipynb").write_text("{}")
     assert grade.main([str(tmp_path / "subs")]) == 2
-    assert "is a lab with exercises" in capsys.readouterr().out
+    assert "is a lab with exercises" in capsys.readouterr().err
     (tmp_path / "subs" / "alan").mkdir()
     (tmp_path / "subs" / "alan" / f"{LAB}.ipynb").write_text("not json")  # graded (to zero) without a kernel
     rows = grade.grade_all(tmp_path / "subs", tmp_path / "out", progress=lambda line: None, jobs=1)
