@@ -565,6 +565,12 @@ class CheckingRecorder:
     def latest(self):
         return {"weight": {"0": 0.5, "3": 0.25}, "bias": {"0": 0.125}, "dead_relu": {"1": 0.0}}
 
+    def state_dict(self):  # a checkpoint stores the record so far, as GradientRecorder's does
+        return {"steps": list(self.steps)}
+
+    def load_state_dict(self, state):
+        self.steps = list(state["steps"])
+
 
 def test_tracker_and_recorder_calls(tmp_path):
     train, val = make_data()
