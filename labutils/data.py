@@ -280,17 +280,24 @@ def make_loaders(
     eval_batch_size: int | None = None,
     classes: tuple[int, ...] | list[int] | None = None,
     train_per_class: int | None = None,
+    augment_on: str = "loader",
+    device=None,
 ) -> Loaders:
     """PyTorch DataLoaders (train shuffled and augmented; val/test in order) of normalised images.
 
     Images are float32 (N, C, H, W), standardised with the dataset's per-channel mean and std.
     Arguments as in :func:`load_arrays`; ``augment`` is a preset of :func:`augmentation`.
+    ``augment_on="loader"`` (the default) augments image by image in the DataLoader with torchvision;
+    ``augment_on="device"`` keeps the training images on ``device`` (default :func:`labutils.get_device`) and
+    augments each whole batch there at once (:class:`labutils.batch_augment.DeviceLoader`, the same preset).
     """
     import torch
     from torch.utils.data import DataLoader
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is not possible: use a positive integer.")
+    if augment_on not in ("loader", "device"):
+        raise ValueError(f"augment_on={augment_on!r} is not possible: use 'loader' or 'device'.")
     splits = load_arrays(
         name,
         profile=profile,
@@ -303,7 +310,8 @@ def make_loaders(
     )
     info = splits.info
     transform = augmentation(augment, info.image_shape[-1], flips=name not in DIGIT_DATASETS)
-    workers = (default_num_workers() if transform is not None else 0) if num_workers is None else num_workers
+    augmenting_in_loader = transform is not None and augment_on == "loader"
+    workers = (default_num_workers() if augmenting_in_loader else 0) if num_workers is None else num_workers
     pin = torch.cuda.is_available()
     generator = torch.Generator().manual_seed(seed)
 
@@ -319,8 +327,24 @@ def make_loaders(
         )
 
     eval_bs = eval_batch_size or max(batch_size, 256)
+    if augment_on == "device":
+        from labutils import get_device
+        from labutils.batch_augment import BatchAugment, DeviceLoader
+
+        train = DeviceLoader(
+            splits.x_train,
+            splits.y_train,
+            info.mean,
+            info.std,
+            BatchAugment(augment, flips=name not in DIGIT_DATASETS) if augment != "none" else None,
+            batch_size=batch_size,
+            device=get_device() if device is None else device,
+            seed=seed,
+        )
+    else:
+        train = loader(splits.x_train, splits.y_train, transform, True, batch_size)
     return Loaders(
-        loader(splits.x_train, splits.y_train, transform, True, batch_size),
+        train,
         loader(splits.x_val, splits.y_val, None, False, eval_bs),
         loader(splits.x_test, splits.y_test, None, False, eval_bs),
         info,
