@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from labutils import distributed
 from labutils.results import to_jsonable
 from labutils.util import atomic_write, atomic_write_json, state_mismatch
 
@@ -246,7 +247,10 @@ class TrainingCheckpoints:
         self.recorder = recorder  # a GradientRecorder: its record so far is part of the run's state
 
     def save_best(self, stopper) -> Path:
-        """``best.pt`` with the best weights an :class:`~labutils.train.EarlyStopping` holds."""
+        """``best.pt`` with the best weights an :class:`~labutils.train.EarlyStopping` holds (written by the main
+        process alone under torchrun; every process gets its path)."""
+        if not distributed.is_main():
+            return self.best
         return save_training_state(
             self.best,
             self.model,
@@ -259,7 +263,8 @@ class TrainingCheckpoints:
     def save_last(self, history, stopper, guard, global_step: int) -> Path:
         """``last.pt``: the model now and all a resumed run needs to continue exactly from here (the
         :class:`~labutils.train.History`, early-stopping state, the loss guard's reference, global step, and the
-        gradient recorder's record so far)."""
+        gradient recorder's record so far). Under torchrun the main process writes it and the others wait until it is
+        on disk, so that a run stopped at any moment resumes from the same epoch in every process."""
         epoch, val_acc = history[-1]["epoch"], history[-1]["val_acc"]
         training = {
             "optimizer": self.optimizer.state_dict(),
@@ -274,9 +279,12 @@ class TrainingCheckpoints:
             "rng": rng_state(self.loader),
             "gradients": None if self.recorder is None else self.recorder.state_dict(),
         }
-        return save_training_state(
-            self.last, self.model, epoch=epoch, val_acc=val_acc, architecture=self.architecture, training=training
-        )
+        if distributed.is_main():
+            save_training_state(
+                self.last, self.model, epoch=epoch, val_acc=val_acc, architecture=self.architecture, training=training
+            )
+        distributed.barrier()
+        return self.last
 
     def resume(self, stopper, guard) -> dict[str, Any]:
         """Load ``last.pt`` into the model, optimizer, scheduler, random-number generators, ``stopper`` and
@@ -296,7 +304,8 @@ class TrainingCheckpoints:
             self.recorder.load_state_dict(state["gradients"])  # the record of the epochs before the interruption
         done = len(state["history"]["epochs"])
         left = "nothing left to train" if done >= self.epochs else f"resuming for epochs {done + 1}-{self.epochs}"
-        print(f"Loaded {self.last} after epoch {done} of {self.epochs}: {left}.")
+        if distributed.is_main():
+            print(f"Loaded {self.last} after epoch {done} of {self.epochs}: {left}.")
         return state
 
 

@@ -13,6 +13,7 @@ Read it in this order:
 - :func:`fit` calls the two once per epoch and, around them, remembers the best weights (by validation
   accuracy), steps the learning-rate scheduler, writes checkpoints (:mod:`labutils.checkpoints`), logs
   to the tracker and stops early when validation accuracy has not improved for ``patience`` epochs.
+- Under ``torchrun``, :mod:`labutils.distributed` makes the same ``fit`` data-parallel (DistributedDataParallel).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from labutils import get_device
+from labutils import distributed, get_device
 from labutils.checkpoints import (
     CheckpointMismatchError,
     TrainingCheckpoints,
@@ -362,8 +363,9 @@ def train_one_epoch(
                 scores = model(x)
                 loss = loss_fn(scores, y)
             loss_value = loss.item()
-            # checked before the backward pass, so that a NaN never reaches the weights
-            guard.check(loss_value, epoch=epoch, step=step, global_step=global_step + 1)
+            # checked before the backward pass, so that a NaN never reaches the weights; under torchrun on the
+            # mean over all processes, so that they all stop together
+            guard.check(distributed.mean_across_ranks(loss_value), epoch=epoch, step=step, global_step=global_step + 1)
 
             optimizer.zero_grad()
             loss.backward()
@@ -385,6 +387,7 @@ def train_one_epoch(
             bars.close()
     if seen == 0:
         raise ValueError(f"The training loader yielded no batches in epoch {epoch}.")
+    loss_sum, correct, seen = distributed.sum_across_ranks(loss_sum, correct, seen)  # the whole epoch's, under torchrun
     return loss_sum / seen, correct / seen, global_step
 
 
@@ -485,6 +488,9 @@ def fit(
       bfloat16 autocast; on CUDA convolution weights are also stored channels-last (faster with bf16).
     - ``loss_fn``: default cross-entropy (batch mean). ``max_steps_per_epoch`` caps batches per epoch.
     - ``progress``: show an epochs bar and a batches bar (``True``), nothing, or reuse these :class:`TrainingBars`.
+    - Under ``torchrun`` the same call trains on several processes with DistributedDataParallel
+      (:mod:`labutils.distributed`): ``train_loader``'s batch size is the global batch, split over the processes;
+      process 0 alone writes checkpoints, logs and shows progress; the history holds the whole run's numbers.
 
     Returns a :class:`History`. A NaN/inf training loss raises :class:`NonFiniteLossError`, a diverged
     one (see :class:`LossGuard`) :class:`DivergedLossError`, both naming the epoch and step, with the
@@ -494,10 +500,11 @@ def fit(
     check_int("epochs", epochs)
     check_int("patience", patience, allow_none=True)
     check_int("max_steps_per_epoch", max_steps_per_epoch, allow_none=True)
-    device, amp = _to_device(model, device, amp)
+    device, amp = _to_device(model, distributed.init(device), amp)  # under torchrun: this process's device
+    ddp = distributed.setup(model, train_loader)  # under torchrun: DistributedDataParallel, this process's shard
     loss_fn = loss_fn or nn.functional.cross_entropy
     opt = build_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
-    steps = steps_per_epoch(train_loader, max_steps_per_epoch)
+    steps = steps_per_epoch(ddp.loader, max_steps_per_epoch)
     sched = build_scheduler(opt, scheduler, epochs=epochs, steps_per_epoch=steps, **dict(scheduler_kwargs or {}))
     per_batch = isinstance(sched, torch.optim.lr_scheduler.OneCycleLR)
 
@@ -505,13 +512,14 @@ def fit(
     checkpoints = None
     if checkpoint_dir is not None:
         checkpoints = TrainingCheckpoints(
-            checkpoint_dir, model, opt, sched, epochs, train_loader, architecture, recorder=grad_recorder
+            checkpoint_dir, model, opt, sched, epochs, ddp.loader, architecture, recorder=grad_recorder
         )
     if checkpoints is not None and resume and checkpoints.last.exists():
         state = checkpoints.resume(stopper, guard)
         history, global_step = History.from_dict(state["history"]), state["global_step"]
         history.resumed_from, history.interrupted = len(history), False
-    bars = progress if isinstance(progress, TrainingBars) else TrainingBars(progress)
+    bars = progress if isinstance(progress, TrainingBars) else TrainingBars(progress and distributed.is_main())
+    tracker = tracker if distributed.is_main() else None  # one process alone logs (and writes checkpoints)
     bars.run(epochs, done=len(history))
     epoch_options = dict(loss_fn=loss_fn, device=device, amp=amp, max_steps=max_steps_per_epoch, guard=guard)
     epoch_options.update(scheduler=sched if per_batch else None, recorder=grad_recorder, progress=bars)
@@ -520,8 +528,9 @@ def fit(
             if stopper.should_stop:  # a resumed run that had already stopped early
                 break
             lr_now, start = opt.param_groups[0]["lr"], time.perf_counter()
+            ddp.set_epoch(epoch)  # under torchrun: a new shuffle of the shards each epoch
             train_loss, train_acc, global_step = train_one_epoch(
-                model, train_loader, opt, epoch=epoch, global_step=global_step, **epoch_options
+                ddp.model, ddp.loader, opt, epoch=epoch, global_step=global_step, **epoch_options
             )
             val = evaluate(model, val_loader, device, loss_fn=loss_fn, amp=amp)
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss}
