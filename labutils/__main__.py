@@ -4,11 +4,13 @@ python -m labutils run [NOTEBOOK ...] [--profile quick|full] [-p NAME VALUE ...]
 python -m labutils data [NAME ...]
 python -m labutils strip [--check] [NOTEBOOK ...]
 python -m labutils record NOTEBOOK ...     (refresh the expected output of nbval-checked cells)
+python -m labutils train RECIPE.json [--nproc N] [--profile quick|full] [--retrain]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -78,6 +80,46 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_recipe(path: str):
+    """``(Recipe, lab)`` from a JSON file: the fields of :class:`labutils.experiment.Recipe` (the model as
+    ``"labutils.models.MLP"`` or a model name) and ``"lab"``, the folder under runs/ (default: the file's name).
+    A run's own ``recipe.json`` (runs/<lab>/checkpoints/<key>/recipe.json) is accepted too."""
+    from labutils.experiment import Recipe
+
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"Cannot read the recipe {path}: {exc}.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"The recipe {path} must hold one JSON object of recipe fields, not {type(config).__name__}.")
+    config = dict(config.get("recipe", config))
+    lab = str(config.pop("lab", Path(path).stem))
+    return Recipe.from_config(config), lab
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    recipe, lab = read_recipe(args.recipe)  # a mistake in the recipe is one sentence before any process starts
+    from labutils import distributed
+
+    if args.nproc is not None and not distributed.launched():
+        flags = [flag for flag, on in (("--retrain", args.retrain), ("--no-progress", args.no_progress)) if on]
+        again = ["train", args.recipe, "--profile", args.profile, *flags]
+        return distributed.launch(again, args.nproc)
+    from labutils.experiment import run
+
+    result = run(recipe, lab=lab, profile=args.profile, retrain=args.retrain, progress=not args.no_progress)
+    h, test = result.history, result.test
+    if distributed.is_main():
+        tested = "interrupted" if test is None else f"test accuracy {test.top1:.4f}"
+        best = "no epoch done" if h.best_epoch is None else f"best validation accuracy {h.best_val_acc:.4f}"
+        print(
+            f"{recipe.name}: {tested}, {best} (epoch {h.best_epoch}) after {len(h)} epoch(s) on "
+            f"{distributed.world_size()} process(es), {result.seconds:.1f} s; run folder {result.dir}"
+        )
+    distributed.teardown()
+    return 0 if test is not None else 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m labutils", description="Deep Learning Labs command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.add_argument("notebooks", nargs="+")
     record.set_defaults(func=_cmd_record)
+    train = sub.add_parser(
+        "train",
+        help="train and test one recipe (a JSON file of Recipe fields) into runs/<lab>/checkpoints/<key>/, "
+        "in this process or, with --nproc N, in N processes under torchrun (DistributedDataParallel)",
+    )
+    train.add_argument("recipe", help="a JSON file: Recipe fields, and 'lab' (the folder under runs/)")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        help="processes to launch with torchrun --standalone (one per GPU on CUDA); batch_size is the global batch",
+    )
+    train.add_argument("--profile", default="quick", choices=["quick", "full"])
+    train.add_argument("--retrain", action="store_true", help="discard a finished run of this recipe and train again")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import importlib.util
 import json
 import re
@@ -140,6 +141,19 @@ class Recipe:
     def data_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _DATA_FIELDS}
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Recipe:
+        """The recipe :meth:`as_config` wrote (e.g. the ``"recipe"`` of a run's recipe.json, or a hand-written
+        JSON file): the model factory is found again from its import path (``"labutils.models.MLP"``); a name
+        without a dot stays a :func:`labutils.models.build_model` name."""
+        unknown = sorted(set(config) - set(recipe_fields()))
+        if unknown:
+            raise ValueError(f"A recipe has no field {unknown[0]!r}; fields are {', '.join(recipe_fields())}.")
+        model = config.get("model")
+        if isinstance(model, str) and "." in model:
+            config = {**config, "model": import_factory(model)}
+        return cls(**config)
+
 
 def recipe_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(Recipe)]
@@ -159,6 +173,17 @@ def factory_path(factory: Callable[..., Any] | str) -> str:
             "use a class or function from labutils (or another importable module)."
         )
     return f"{module}.{qualname}"
+
+
+def import_factory(path: str) -> Callable[..., Any]:
+    """The class or function at ``"package.module.Name"`` (the inverse of :func:`factory_path`)."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        raise ValueError(
+            f"model={path!r} names no importable class or function: use e.g. labutils.models.MLP."
+        ) from None
 
 
 def _plain(value: Any) -> Any:
@@ -197,7 +222,7 @@ def _slug(text: str) -> str:
 
 
 # The code that builds and trains every recipe's model; the module of the recipe's own factory is added to it.
-TRAINING_SOURCES = ("labutils.models", "labutils.train", "labutils.optimizers", "labutils.data")
+TRAINING_SOURCES = ("labutils.models", "labutils.train", "labutils.optimizers", "labutils.data", "labutils.distributed")
 
 
 def source_digests(recipe: Recipe) -> dict[str, str]:
@@ -216,7 +241,10 @@ def source_digests(recipe: Recipe) -> dict[str, str]:
 def recipe_key(recipe: Recipe, dataset: Mapping[str, Any]) -> str:
     """``<readable name>-<10 hex digits>``: the hash covers every recipe field but ``track``, the contents of
     files it names, the dataset's provenance, the source of the code that builds and trains the model
-    (:func:`source_digests`) and :data:`HARNESS_VERSION`."""
+    (:func:`source_digests`), :data:`HARNESS_VERSION` and, under torchrun, the number of processes (they shuffle
+    and deal out the batches differently from one process)."""
+    from labutils import distributed
+
     config = recipe.as_config()
     config.pop("track")
     payload = {
@@ -226,6 +254,8 @@ def recipe_key(recipe: Recipe, dataset: Mapping[str, Any]) -> str:
         "dataset": {k: dataset.get(k) for k in ("name", "source", "synthetic", "sizes", "classes", "num_classes")},
         "harness": HARNESS_VERSION,
     }
+    if distributed.launched():
+        payload["processes"] = distributed.world_size()
     digest = hashlib.sha256(json.dumps(_plain(payload), sort_keys=True).encode()).hexdigest()
     return f"{_slug(recipe.name)}-{digest[:10]}"
 
@@ -411,11 +441,12 @@ def run(
     A run whose loss becomes non-finite or diverges is a result too: it is kept (best weights) with
     ``diverged`` set to the error's sentence. An interrupt returns the partial run, not cached as finished;
     calling ``run`` again resumes it. ``progress``: show training's bars, or reuse these
-    :class:`~labutils.train.TrainingBars`.
+    :class:`~labutils.train.TrainingBars`. Under torchrun (:mod:`labutils.distributed`) every process calls
+    ``run`` and trains its shard; the main process alone writes the run's files and logs to wandb.
     """
     import torch
 
-    from labutils import default_profile, get_device
+    from labutils import default_profile, distributed, get_device
     from labutils.gradflow import GradientRecorder
     from labutils.train import History, NonFiniteLossError, evaluate, fit
 
@@ -426,23 +457,26 @@ def run(
     dataset = loaders.info.as_dict()
     key = recipe_key(recipe, dataset)
     folder = run_dir(lab) / key
-    device = torch.device(device) if device is not None else get_device()
+    device = distributed.init(torch.device(device) if device is not None else get_device())  # joins torchrun's group
     if (folder / RESULT_FILE).exists() and not retrain:
         try:
             return _load(recipe, key, folder, dataset, device)
         except CachedRunUnusable as exc:  # never a raw error, never another run's numbers: train this one anew
             print(f"{recipe.name}: {exc}; training it again.")
             retrain = True
-    if retrain:
+    distributed.barrier()  # under torchrun: every process has looked at the cache before the main one changes it
+    if retrain and distributed.is_main():
         for name in ("last.pt", "best.pt", "timing.json", RESULT_FILE, MODEL_FILE, EVALUATION_FILE, GRADIENTS_FILE):
             (folder / name).unlink(missing_ok=True)
-    _write_json(folder / RECIPE_FILE, {"key": key, "recipe": recipe.as_config(), "dataset": dataset})
+    if distributed.is_main():
+        _write_json(folder / RECIPE_FILE, {"key": key, "recipe": recipe.as_config(), "dataset": dataset})
+    distributed.barrier()
 
     model = build(recipe)
     optimizer = optimizer_for(recipe, model)
     _reset_data_order(loaders.train, recipe.seed)  # every run of a lab sees the same sequence of batches
     recorder = GradientRecorder(model, every=recipe.record_every) if recipe.record_every else None
-    tracker = _tracker(recipe, lab, profile, key, dataset) if recipe.track else None
+    tracker = _tracker(recipe, lab, profile, key, dataset) if recipe.track and distributed.is_main() else None
     # seconds already spent on an interrupted run that fit will resume from last.pt
     previous = _read_json(folder / "timing.json").get("seconds", 0.0) if (folder / "last.pt").exists() else 0.0
     start, diverged = time.perf_counter(), None
@@ -475,7 +509,8 @@ def run(
         if recorder is not None:
             recorder.detach()
         seconds = previous + time.perf_counter() - start
-        _write_json(folder / "timing.json", {"seconds": seconds})
+        if distributed.is_main():
+            _write_json(folder / "timing.json", {"seconds": seconds})
         if tracker is not None and not tracker.enabled:
             tracker = None
     if history.interrupted:
@@ -487,7 +522,9 @@ def run(
     if tracker is not None:
         tracker.summary(test_acc=test.top1, test_top5=test.top5, seconds=seconds)
         tracker.finish()
-    _save(folder, model, history, test, recorder, seconds, diverged, key, recipe, dataset)
+    if distributed.is_main():
+        _save(folder, model, history, test, recorder, seconds, diverged, key, recipe, dataset)
+    distributed.barrier()  # the finished run is on disk before any process looks for it again
     return RunResult(recipe, key, folder, model, history, test, recorder, seconds, False, dataset, diverged)
 
 
@@ -604,8 +641,10 @@ def run_all(
     """
     from tqdm.auto import tqdm
 
+    from labutils.distributed import is_main
     from labutils.train import TrainingBars
 
+    progress = progress and is_main()  # under torchrun one process draws the bars
     keyed = isinstance(recipes, Mapping)
     items = list(recipes.items()) if keyed else list(enumerate(recipes))
     names = [r.name for _, r in items]
@@ -638,5 +677,6 @@ __all__ = [
     "optimizer_for",
     "loaders_for",
     "factory_path",
+    "import_factory",
     "HARNESS_VERSION",
 ]
