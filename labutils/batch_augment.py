@@ -115,7 +115,7 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(dim=1)
     # r * 0.2989 + g * 0.587 + b * 0.114, added up in torchvision's order so that a sum a hair below a whole
     # number rounds down to the same value
-    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor()[:, None]
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_()[:, None]
 
 
 def blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -124,12 +124,12 @@ def blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.T
     factor = factor[:, None, None, None]
     # x * factor + other * (1 - factor), with the second product and the sum in one step as torchvision's blend
     # does, so that rounding down gives the same whole values
-    return (x * factor).addcmul_(other, 1 - factor).clamp(0, 255).floor()
+    return (x * factor).addcmul_(other, 1 - factor).clamp_(0, 255).floor_()
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Every pixel times ``factor`` (B,): blending with a black image."""
-    return (x * factor[:, None, None, None]).clamp(0, 255).floor()
+    return (x * factor[:, None, None, None]).clamp_(0, 255).floor_()
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -157,10 +157,10 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
         chosen = (order == torch.tensor(steps)).all(dim=1).nonzero()[:, 0].to(x.device)
         if len(chosen) == 0:
             continue
-        part, part_factors = x[chosen], factors[chosen]
+        part, part_factors = x.index_select(0, chosen), factors.index_select(0, chosen)
         for index in steps:
             part = adjustments[index](part, part_factors[:, index])
-        out[chosen] = part
+        out.index_copy_(0, chosen, part)
     return out
 
 
@@ -231,16 +231,22 @@ class BatchAugment:
         factors uniform in [1 - jitter, 1 + jitter], a random order, angles uniform in [-degrees, degrees], shifts
         uniform in [-translate * side, translate * side] rounded to whole pixels."""
         p, n, g = self.preset, batch_size, generator
-        corner = 2 * p.padding + 1
-        top = torch.randint(0, corner, (n,), generator=g)
-        left = torch.randint(0, corner, (n,), generator=g)
+        # a step the preset leaves out draws nothing and gets the values that change nothing
+        top = torch.randint(0, 2 * p.padding + 1, (n,), generator=g) if p.padding else torch.zeros(n, dtype=torch.long)
+        left = torch.randint(0, 2 * p.padding + 1, (n,), generator=g) if p.padding else torch.zeros(n, dtype=torch.long)
         flip = torch.rand(n, generator=g) < 0.5 if p.flip else torch.zeros(n, dtype=torch.bool)
-        factors = torch.empty(n, 3).uniform_(max(0.0, 1 - p.jitter), 1 + p.jitter, generator=g)
-        order = torch.rand(n, 3, generator=g).argsort(dim=1)
-        angle = torch.empty(n).uniform_(-p.degrees, p.degrees, generator=g)
-        max_shift = torch.tensor([p.translate * width, p.translate * height])
-        shift = ((torch.rand(n, 2, generator=g) * 2 - 1) * max_shift).round()
-        augmix_seed = int(torch.randint(0, 2**62, (), generator=g))
+        if p.jitter:
+            factors = torch.empty(n, 3).uniform_(max(0.0, 1 - p.jitter), 1 + p.jitter, generator=g)
+            order = torch.rand(n, 3, generator=g).argsort(dim=1)  # a uniformly random permutation per row
+        else:
+            factors, order = torch.ones(n, 3), torch.arange(3).repeat(n, 1)
+        angle = torch.empty(n).uniform_(-p.degrees, p.degrees, generator=g) if p.degrees else torch.zeros(n)
+        if p.translate:
+            max_shift = torch.tensor([p.translate * width, p.translate * height])
+            shift = ((torch.rand(n, 2, generator=g) * 2 - 1) * max_shift).round()
+        else:
+            shift = torch.zeros(n, 2)
+        augmix_seed = int(torch.randint(0, 2**62, (), generator=g)) if p.augmix else 0
         return Draws(top, left, flip, factors, order, angle, shift, augmix_seed)
 
     def apply(self, images: torch.Tensor, draws: Draws) -> torch.Tensor:
@@ -338,8 +344,8 @@ class DeviceLoader:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            x = self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
+            x = self.images.index_select(0, index.to(self.images.device)).to(self.device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x, self.generator)
             x = x.float().div_(255.0).sub_(self.mean).div_(self.std)  # as ImageArrayDataset normalises
-            yield x, self.labels[index.to(self.device)]
+            yield x, self.labels.index_select(0, index.to(self.device))

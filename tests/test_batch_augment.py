@@ -174,10 +174,13 @@ def reference(images: torch.Tensor, draws: Draws, preset: BatchPreset) -> torch.
     [("standard", 3, 32), ("flip_jitter", 3, 32), ("strong", 3, 32), ("strong", 1, 28), ("digits", 1, 28)],
 )
 def test_a_batch_equals_torchvision_image_by_image_for_the_same_draws(preset, channels, size):
-    """Crops, flips, rotations and shifts move whole pixels: every value equal. Colour jitter computes in floating
-    point and rounds down, as torchvision's uint8 images do; its sums are written in torchvision's order and on
-    this machine every value is equal too, but another CPU may round a product the other way: at most one grey
-    level on one value in 10,000 is allowed there. Random noise, plus black and white images for the clipping."""
+    """Crops and flips move whole pixels: every value equal. Colour jitter rounds down after each step as
+    torchvision's uint8 images do, with its sums written in torchvision's order; rotations and shifts read the
+    nearest pixel. Both compute positions and colours in floating point, where another CPU or library version may
+    round one operation the other way: a colour one grey level off, or a position that falls within a rounding
+    error of the boundary between two pixels taking the other one. Hence at most one value in 10,000 may differ
+    for those presets (on this machine none does, over many seeds). Random noise, plus black and white images for
+    the clipping."""
     gen = torch.Generator().manual_seed(11)
     images = torch.randint(0, 256, (96, channels, size, size), dtype=torch.uint8, generator=gen)
     images[0], images[1] = 0, 255
@@ -187,12 +190,10 @@ def test_a_batch_equals_torchvision_image_by_image_for_the_same_draws(preset, ch
     expected = reference(images, draws, augment.preset)
     got = augment.apply(images, draws)
     assert got.dtype == torch.uint8 and got.shape == images.shape
-    difference = (got.int() - expected.int()).abs()
-    allowed = got.numel() // 10_000 if augment.preset.jitter else 0
-    assert int((difference > 0).sum()) <= allowed and int(difference.max()) <= min(allowed, 1), (
-        f"{int((difference > 0).sum())} of {got.numel()} values differ from torchvision's, by up to "
-        f"{int(difference.max())} grey levels"
-    )
+    p = augment.preset
+    allowed = got.numel() // 10_000 if p.jitter or p.degrees or p.translate else 0
+    differing = int((got != expected).sum())
+    assert differing <= allowed, f"{differing} of {got.numel()} values differ from torchvision's ({allowed} allowed)"
 
 
 # ---- The draws follow the per-image distributions ------------------------------------------------------------------
