@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -219,7 +219,7 @@ class BatchAugment:
         if preset not in PRESETS:
             raise ValueError(f"Unknown augmentation preset {preset!r}: choose one of {', '.join(PRESETS)}.")
         self.name = preset
-        self.preset = PRESETS[preset] if flips else _without_flips(PRESETS[preset])
+        self.preset = PRESETS[preset] if flips else replace(PRESETS[preset], flip=False)
 
     def __repr__(self) -> str:
         return f"BatchAugment({self.name!r}, {self.preset})"
@@ -275,10 +275,6 @@ class BatchAugment:
         return self.apply(images, self.draw(len(images), images.shape[-2], images.shape[-1], generator))
 
 
-def _without_flips(preset: BatchPreset) -> BatchPreset:
-    return BatchPreset(preset.padding, False, preset.jitter, preset.degrees, preset.translate, preset.augmix)
-
-
 # ---- A training loader that keeps the images on the device --------------------------------------------------------
 def fits_on_device(nbytes: int, device: torch.device) -> bool:
     """Whether ``nbytes`` of images may stay on ``device``: on CUDA when they take at most a quarter of the free
@@ -294,9 +290,10 @@ class DeviceLoader:
     """Shuffled training batches ``(x, y)`` of normalised float32 images (B, C, H, W) and int64 labels (B,), made on
     ``device`` from uint8 ``images`` (N, C, H, W) kept there, each batch augmented at once by ``augment``.
 
-    The images move to the device once (if they do not fit, see :func:`fits_on_device`, they stay in CPU memory and
-    each uint8 batch is copied over). One seeded ``generator`` draws the order of every epoch and every
-    augmentation, so a seed gives the same batches, and checkpoints save and restore it with the DataLoaders'.
+    ``images`` and ``labels`` are NumPy arrays or tensors. The images move to the device once (if they do not fit,
+    see :func:`fits_on_device`, they stay in CPU memory and each uint8 batch is copied over). One seeded
+    ``generator`` draws the order of every epoch and every augmentation, so a seed gives the same batches, and
+    checkpoints save and restore it with the DataLoaders'.
     The last batch may be smaller, as with a DataLoader.
     """
 
@@ -313,7 +310,7 @@ class DeviceLoader:
         seed: int = 0,
         shuffle: bool = True,
     ):
-        images = torch.as_tensor(np.ascontiguousarray(images))
+        images = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
                 f"DeviceLoader takes uint8 images of shape (N, C, H, W), not {images.dtype} of shape "
@@ -324,11 +321,8 @@ class DeviceLoader:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        if fits_on_device(images.numel(), self.device):
-            self.images = images.to(self.device)
-        else:
-            self.images = images.pin_memory() if self.device.type == "cuda" else images
-        self.labels = torch.as_tensor(np.asarray(labels, np.int64)).to(self.device)
+        self.images = images.to(self.device) if fits_on_device(images.numel(), self.device) else images.cpu()
+        self.labels = torch.as_tensor(labels, dtype=torch.long).to(self.device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.augment = augment

@@ -341,6 +341,9 @@ def test_the_device_loader_is_repeatable_from_its_seed_and_augments_every_batch(
         return DeviceLoader(images, labels, (0.5,) * 3, (0.25,) * 3, augment, batch_size=40, device="cpu", seed=seed)
 
     a, b, c = make(1), make(1), make(2)
+    from_tensors = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), (0.5,) * 3, (0.25,) * 3,
+                                BatchAugment("strong"), batch_size=40, device="cpu", seed=1)  # fmt: skip
+    assert all(torch.equal(xa, xt) for (xa, _), (xt, _) in zip(make(1), from_tensors))
     for _ in range(2):  # two epochs
         for (xa, ya), (xb, yb), (xc, _) in zip(a, b, c):
             assert torch.equal(xa, xb) and torch.equal(ya, yb) and not torch.equal(xa, xc)
