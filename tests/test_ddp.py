@@ -122,11 +122,30 @@ def child_env(runs: Path) -> dict[str, str]:
 
 
 def launch(command: list[str], runs: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        command, cwd=REPO, env=child_env(runs), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S
+    """Run ``command`` to its end (all its processes killed if it overruns); fails the test on a non-zero exit."""
+    process = subprocess.Popen(
+        command, cwd=REPO, env=child_env(runs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
+    try:
+        out, err = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+    finally:
+        kill_tree(process)  # nothing is left when it ended; everything it started when it overran
+    assert process.returncode == 0, f"{' '.join(command)} failed:\n{out[-3000:]}\n{err[-3000:]}"
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL the launch, if still running, and every process it started (torchrun starts its processes in sessions
+    of their own, so killing the launch alone would leave them training)."""
+    if process.poll() is not None:  # ended: torchrun waited for its processes
+        return
+    parent = psutil.Process(process.pid)
+    for p in [parent, *parent.children(recursive=True)]:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait(timeout=30)
 
 
 def fit_command(out: Path, *options: str) -> list[str]:
@@ -281,17 +300,6 @@ def test_only_process_zero_writes_logs_and_draws(two_process_fit):
 
 
 # ---- Killed and launched again ---------------------------------------------------------------------------------------
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL the launch and every process it started (torchrun starts its processes in sessions of their own)."""
-    parent = psutil.Process(process.pid)
-    for p in [parent, *parent.children(recursive=True)]:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.wait(timeout=30)
-
-
 def without_time(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "time_s"} for row in rows]
 
@@ -300,11 +308,13 @@ def test_a_launch_killed_after_its_first_checkpoint_resumes_to_the_same_weights(
     env = child_env(tmp_path)
     process = subprocess.Popen(fit_command(tmp_path, "1"), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     last, deadline = tmp_path / "checkpoints" / "last.pt", time.monotonic() + LAUNCH_TIMEOUT_S
-    while not last.exists():
-        assert process.poll() is None, "the launch ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within the time limit"
-        time.sleep(0.02)
-    kill_tree(process)
+    try:
+        while not last.exists():
+            assert process.poll() is None, "the launch ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.02)
+    finally:
+        kill_tree(process)  # SIGKILL, as a crash or the out-of-memory killer would
     assert torch.load(last, weights_only=True)["epoch"] == 1 and not list(tmp_path.glob("rank*.pt"))
 
     again = launch(fit_command(tmp_path), tmp_path)
