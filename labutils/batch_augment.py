@@ -147,21 +147,21 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
     """Brightness, contrast and saturation with per-image ``factors`` (B, 3), in each image's own ``order`` (B, 3).
 
     ``x`` (B, C, H, W) float whole values 0..255. The three adjustments would commute without the clipping and
-    rounding between them; with it the order matters a little, so it is drawn per image as torchvision does.
+    rounding between them; with it the order changes the result, so it is drawn per image as torchvision does.
     There are six orders: each is applied at once to the images that drew it.
     """
     adjustments = (adjust_brightness, adjust_contrast, adjust_saturation)
     order = order.cpu()  # drawn on the CPU: choosing the images of each order needs no wait for the device
-    out = torch.empty_like(x)
+    parts, taken = [], []
     for steps in itertools.permutations(range(3)):
         chosen = (order == torch.tensor(steps)).all(dim=1).nonzero()[:, 0].to(x.device)
-        if len(chosen) == 0:
-            continue
         part, part_factors = x.index_select(0, chosen), factors.index_select(0, chosen)
         for index in steps:
             part = adjustments[index](part, part_factors[:, index])
-        out.index_copy_(0, chosen, part)
-    return out
+        parts.append(part)
+        taken.append(chosen)
+    # the images come out grouped by order: put each back in its place
+    return torch.cat(parts).index_select(0, torch.cat(taken).argsort())
 
 
 def rotate_and_shift(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -181,11 +181,12 @@ def rotate_and_shift(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) 
     centre_y = torch.arange(h, device=x.device, dtype=x.dtype)[:, None] + (0.5 - h / 2)
     out_x = centre_x - shift[:, 0, None, None]
     out_y = centre_y - shift[:, 1, None, None]
-    # in_x = cos * out_x - sin * out_y and in_y = sin * out_x + cos * out_y, in half-widths and half-heights;
-    # the small factors are formed first, so only the last sum is over every pixel
-    in_x = (cos / (w / 2)) * out_x - (sin / (w / 2)) * out_y  # (B, H, W)
-    in_y = (sin / (h / 2)) * out_x + (cos / (h / 2)) * out_y
-    grid = torch.stack([in_x, in_y], dim=-1)  # (B, H, W, 2)
+    # (in_x, in_y) = out_x * (cos, sin) + out_y * (-sin, cos), in half-widths and half-heights; the small factors
+    # are formed first, so only the last sum is over every pixel of every image
+    along_x = torch.stack([cos / (w / 2), sin / (h / 2)], dim=1)  # (B, 2, 1, 1)
+    along_y = torch.stack([-sin / (w / 2), cos / (h / 2)], dim=1)
+    grid = out_x[:, None] * along_x + out_y[:, None] * along_y  # (B, 2, H, W): where each output pixel reads
+    grid = grid.permute(0, 2, 3, 1)  # (B, H, W, 2), the layout grid_sample takes (a view, nothing copied)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
@@ -239,7 +240,7 @@ class BatchAugment:
             factors = torch.empty(n, 3).uniform_(max(0.0, 1 - p.jitter), 1 + p.jitter, generator=g)
             order = torch.rand(n, 3, generator=g).argsort(dim=1)  # a uniformly random permutation per row
         else:
-            factors, order = torch.ones(n, 3), torch.arange(3).repeat(n, 1)
+            factors, order = torch.ones(n, 3), torch.arange(3).expand(n, 3)
         angle = torch.empty(n).uniform_(-p.degrees, p.degrees, generator=g) if p.degrees else torch.zeros(n)
         if p.translate:
             max_shift = torch.tensor([p.translate * width, p.translate * height])

@@ -297,6 +297,16 @@ def test_colour_factors_and_angles_differ_within_a_batch():
     assert len(draws.order.unique(dim=0)) == 6
 
 
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_last_batch_of_one_or_two_images_is_augmented_too(size):
+    """Most of the six colour orders then have no image: each preset still hands back the batch it was given."""
+    images = sample_image(3, 32).expand(size, 3, 32, 32).contiguous()
+    for preset in data.AUGMENTATIONS:
+        out = BatchAugment(preset)(images, torch.Generator().manual_seed(9))
+        assert out.shape == images.shape and out.dtype == torch.uint8, preset
+    assert not torch.equal(BatchAugment("strong")(images, torch.Generator().manual_seed(9)), images)
+
+
 # ---- Seeds --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", data.AUGMENTATIONS)
 def test_the_same_seed_gives_the_same_batch_and_another_seed_another(preset):
