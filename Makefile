@@ -2,7 +2,8 @@
 #   make labs            run every notebook (PROFILE=quick by default) and write runs/REPORT.md
 #   make labs PROFILE=full
 #   make test            the whole test suite (what CI runs)
-#   make test-browser    JupyterLab driven by headless Chromium (needs: apt-get install -y chromium chromium-driver)
+#   make test-browser    JupyterLab, the explorers and the website driven by headless Chromium
+#                        (needs: apt-get install -y chromium chromium-driver)
 #   make lab             JupyterLab with widgets
 #   make data            pre-fetch datasets into data/
 #   make strip           store notebooks without outputs (nbval-checked cells excepted)
@@ -36,7 +37,7 @@ test: lint
 
 # The browser tests alone; here a missing Chromium or driver is a failure, not a skip.
 test-browser: $(STAMP)
-	LABS_PROFILE=quick WANDB_MODE=offline LABS_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser -rA tests/test_browser.py
+	LABS_PROFILE=quick WANDB_MODE=offline LABS_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser -rA tests/test_browser.py tests/test_explore_browser.py tests/test_site_browser.py
 
 LINTED := labutils tests benchmarks notebooks conftest.py
 

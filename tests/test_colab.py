@@ -29,11 +29,24 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUFF = Path(sys.executable).with_name("ruff")
 
 
-def delivered_copies(tmp_path: Path) -> list[Path]:
-    """Copies of the real notebooks with the delivery cells, written by the command line."""
-    folder = tmp_path / "notebooks"
+def undelivered(path: Path):
+    """The notebook at ``path`` without its delivery cells: the lab as its author wrote it."""
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if c.get("id") not in (colab.BADGE_CELL_ID, colab.INSTALL_CELL_ID)]
+    return nb
+
+
+def plain_copies(folder: Path) -> list[Path]:
+    """Copies of the real notebooks without their delivery cells, in ``folder``."""
     folder.mkdir()
-    copies = [Path(shutil.copy(path, folder)) for path in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        nbformat.write(undelivered(path), folder / path.name)
+    return [folder / path.name for path in NOTEBOOKS]
+
+
+def delivered_copies(tmp_path: Path) -> list[Path]:
+    """Copies of the real notebooks, their delivery cells removed and then written again by the command line."""
+    copies = plain_copies(tmp_path / "notebooks")
     assert colab.main([str(p) for p in copies]) == 0
     return copies
 
@@ -95,7 +108,7 @@ def test_delivery_cells_on_copies_of_every_lab(tmp_path):
         assert "parameters" in code[1].metadata.get("tags", []), f"{path.name}: the parameters cell must follow"
         assert len({c.id for c in nb.cells}) == len(nb.cells)
         assert stored_output_problems(json.loads(path.read_text())) == []
-        original = nbformat.read(REPO_ROOT / "notebooks" / path.name, as_version=4)
+        original = undelivered(REPO_ROOT / "notebooks" / path.name)
         assert [c.id for c in nb.cells[1:] if c.id != colab.INSTALL_CELL_ID] == [c.id for c in original.cells]
 
 
@@ -106,14 +119,15 @@ def test_applying_twice_is_applying_once_and_check_says_so(tmp_path, capsys):
     assert colab.main([str(p) for p in copies]) == 0
     assert {p: p.read_bytes() for p in copies} == before
     assert f"All {len(copies)} notebooks have the Colab badge and install cell" in capsys.readouterr().out
-    fresh = Path(shutil.copy(NOTEBOOKS[0], tmp_path / "fresh.ipynb"))
+    [fresh] = [p for p in plain_copies(tmp_path / "fresh") if p.name == NOTEBOOKS[0].name]
+    plain = fresh.read_bytes()
     assert colab.main(["--check", str(fresh)]) == 1
-    assert fresh.read_bytes() == NOTEBOOKS[0].read_bytes()  # --check changes nothing
+    assert fresh.read_bytes() == plain  # --check changes nothing
     assert "needs the Colab badge and install cell" in capsys.readouterr().out
 
 
 def test_a_new_repository_address_updates_the_cells_in_place():
-    nb = nbformat.read(NOTEBOOKS[1], as_version=4)
+    nb = undelivered(NOTEBOOKS[1])
     once = colab.add_delivery_cells(nb, NOTEBOOKS[1].name)
     moved = colab.add_delivery_cells(once, NOTEBOOKS[1].name, repo_url="https://github.com/other/labs", branch="fall")
     assert len(moved.cells) == len(once.cells) == len(nb.cells) + 2
@@ -148,9 +162,7 @@ def ruff_problems(paths: list[Path]) -> tuple[int, int]:
 
 @pytest.mark.skipif(not RUFF.exists(), reason="ruff is not installed beside this Python")
 def test_the_cells_add_nothing_for_ruff(tmp_path):
-    originals = tmp_path / "originals"
-    originals.mkdir()
-    plain = [Path(shutil.copy(path, originals)) for path in NOTEBOOKS]
+    plain = plain_copies(tmp_path / "originals")
     assert ruff_problems(delivered_copies(tmp_path)) == ruff_problems(plain)
     one = tmp_path / "cell.py"
     one.write_text(colab.install_cell_source() + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import notebook_paths, session_root
-from labutils import nbtools
+from labutils import colab, nbtools
 
 NOTEBOOKS = notebook_paths()
 IDS = [p.stem for p in NOTEBOOKS]
@@ -35,10 +35,17 @@ def test_notebook_is_stored_without_outputs(path: Path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
+def test_every_lab_has_the_current_colab_badge_and_install_cell():
+    assert colab.apply(NOTEBOOKS, check=True) == [], "run `python -m labutils.colab`"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_first_code_cell_is_the_papermill_parameters_cell(path: Path):
-    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
-    first = cells[0]
+def test_first_cells_are_the_badge_the_colab_install_and_the_papermill_parameters(path: Path):
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["id"] == colab.BADGE_CELL_ID and cells[0]["cell_type"] == "markdown"
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert code[0]["id"] == colab.INSTALL_CELL_ID
+    first = code[1]
     source = "".join(first["source"])
     assert "parameters" in first["metadata"].get("tags", [])
     assert 'PROFILE = os.environ.get("LABS_PROFILE", "full")' in source
@@ -107,3 +114,24 @@ def test_every_lab_records_references_beside_its_own_numbers(stem, notebook_metr
         assert ref["what"] and ref["source"] and ref["reference"] is not None
     measured = [metric_at(m["metrics"], ref["metric"]) for ref in m["references"]]
     assert any(v is not None for v in measured), f"no reference of {stem} points at a number this run recorded"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_lab_builds_an_explorer(path: Path):
+    nb = json.loads(path.read_text())
+    calls = [c for c in nb["cells"] if c["cell_type"] == "code" and "explore.lab" in "".join(c["source"])]
+    assert calls, f"{path.name} has no cell that builds an explorer (labutils.explore.labNN_...)"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("stem", IDS)
+def test_explorers_show_their_default_view_in_a_batch_run(stem, notebook_metrics):
+    notebook_metrics(stem)  # executes the notebook once per session
+    executed = json.loads((session_root() / "runs" / stem / f"{stem}.executed.ipynb").read_text())
+    cells = [c for c in executed["cells"] if c["cell_type"] == "code" and "explore.lab" in "".join(c["source"])]
+    for cell in cells:  # without a live kernel an explorer is its default view: a figure, and no error
+        kinds = {key for out in cell["outputs"] for key in out.get("data", {})}
+        assert "image/png" in kinds, f"{stem}: explorer cell {cell['id']} shows no figure"
+        assert not any(out["output_type"] == "error" for out in cell["outputs"])
+        text = "".join("".join(out.get("text", "")) for out in cell["outputs"])
+        assert "Traceback" not in text

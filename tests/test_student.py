@@ -2,8 +2,9 @@
 
 The markup is transformed like nbgrader's ClearSolutions / ClearHiddenTests. Every lab whose notebook marks an
 exercise (found from the markup, not listed here) runs in the student edition up to its first check, which fails on
-the stub, and with the solutions and hidden tests put back runs to the end in the quick profile. Labs without
-exercises are copied with their outputs cleared.
+the stub; with the solutions and hidden tests put back it is the solution notebook, code cell for code cell, whose
+quick-profile run (the notebook test's) passes every check. Labs without exercises are copied with their outputs
+cleared.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import shutil
 
 import nbformat
 import pytest
 
-from labutils import student
+from conftest import session_root
+from labutils import colab, student
 from labutils.student import BEGIN_HIDDEN_TESTS, BEGIN_SOLUTION, CODE_STUB, MarkupError
 from labutils.util import REPO_ROOT
 
@@ -159,6 +162,7 @@ def test_the_command_says_what_it_wrote(edition):
 @pytest.mark.parametrize("stem", PLAIN)
 def test_lab_without_exercises_is_copied_with_outputs_cleared(edition, stem):
     solution, generated = SOLUTIONS[stem], nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
+    solution = colab.add_delivery_cells(solution, f"{stem}.ipynb", student=True, only_update=True)  # badge retargeted
     # model answers to questions (markdown) are cleared; every other cell is copied as it is
     expected = [(c.id, student.clear_solutions(c.source, c.cell_type)[0]) for c in solution.cells]
     assert [(c.id, c.source) for c in generated.cells] == expected
@@ -202,8 +206,17 @@ def _run(path, tmp_path, monkeypatch):
     return nbformat.read(out, as_version=4)
 
 
+def _executed_solution(stem, notebook_metrics):
+    """The solution notebook as the session's notebook test executed it (once per session, see conftest)."""
+    notebook_metrics(stem)
+    return nbformat.read(session_root() / "runs" / stem / f"{stem}.executed.ipynb", as_version=4)
+
+
+@pytest.mark.notebooks
 @pytest.mark.parametrize("stem", LABS)
-def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(edition, stem, tmp_path, monkeypatch):
+def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(
+    edition, stem, tmp_path, monkeypatch, notebook_metrics
+):
     from papermill.exceptions import PapermillExecutionError
 
     nb = nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
@@ -212,23 +225,32 @@ def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(edition,
     nb.cells = nb.cells[: check + 1]
     path = tmp_path / f"{stem}.ipynb"
     nbformat.write(nb, path)
+    # The runs the solution trained are reloaded from a copy of its cache, as a student's second session would:
+    # the cells before the first check still all run, without training the same networks again.
+    _executed_solution(stem, notebook_metrics)
+    trained = session_root() / "runs" / stem / "checkpoints"
+    if trained.is_dir():
+        shutil.copytree(trained, tmp_path / "runs" / stem / "checkpoints")
     with pytest.raises(PapermillExecutionError) as info:
         _run(path, tmp_path, monkeypatch)
     assert info.value.ename == "CheckFailed" and "YOUR CODE HERE" in info.value.evalue
     assert info.value.cell_index == check + 1  # the cells before it ran (papermill inserted one parameters cell)
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("stem", LABS)
-def test_student_lab_with_solutions_put_back_runs_to_the_end(edition, stem, tmp_path, monkeypatch):
+def test_student_lab_with_solutions_put_back_is_the_solution_and_its_checks_pass(edition, stem, notebook_metrics):
     solution = SOLUTIONS[stem]
     submission = nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
     answers = {solution.cells[i].id: solution.cells[i].source for i in student.exercise_cells(solution)}
     for cell in submission.cells:
         cell.source = answers.get(cell.id, cell.source)
     graded = student.with_hidden_tests(submission, solution)
-    path = tmp_path / f"{stem}.ipynb"
-    nbformat.write(graded, path)
-    executed = _run(path, tmp_path, monkeypatch)
+    # Code for code, the student edition with the answers and hidden tests put back is the solution notebook ...
+    code = [(c.id, c.source) for c in graded.cells if c.cell_type == "code"]
+    assert code == [(c.id, c.source) for c in solution.cells if c.cell_type == "code"]
+    # ... which the notebook test ran to the end: there every check, visible and hidden, passed.
+    executed = _executed_solution(stem, notebook_metrics)
     check_outputs = [
         "".join(o.get("text", "") for o in c.outputs) for c in executed.cells if BEGIN_HIDDEN_TESTS in c.source
     ]
@@ -236,4 +258,4 @@ def test_student_lab_with_solutions_put_back_runs_to_the_end(edition, stem, tmp_
     for text in check_outputs:  # the visible check and the hidden one both passed: each prints one "check_..:" line
         passed = [line for line in text.splitlines() if line.startswith("check_")]
         assert len(passed) == 2, text
-    assert (tmp_path / "runs" / stem / "metrics.json").exists()
+    assert (session_root() / "runs" / stem / "metrics.json").exists()
