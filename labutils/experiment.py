@@ -61,6 +61,7 @@ _DATA_FIELDS = (
     "val_size",
     "test_subset",
     "augment",
+    "augment_on",
     "batch_size",
 )
 
@@ -73,7 +74,8 @@ class Recipe:
       or a name for :func:`labutils.models.build_model`.
     - data: ``dataset`` (a :mod:`labutils.data` name), ``classes`` (keep only these labels),
       ``train_subset`` / ``train_per_class`` (training images in all / per class), ``val_size``,
-      ``test_subset``, ``augment`` (a preset), ``batch_size``.
+      ``test_subset``, ``augment`` (a preset), ``augment_on`` (``"loader"``: image by image in the DataLoader;
+      ``"device"``: whole batches on the training device, :mod:`labutils.batch_augment`), ``batch_size``.
     - optimisation: ``optimizer`` (adam, adamw, sgd), ``lr``, ``lr_groups`` (``{parameter-name prefix:
       lr multiplier}`` for discriminative learning rates; parameters matching no prefix get ``lr``),
       ``weight_decay``, ``momentum``, ``nesterov``, ``scheduler`` (+ ``scheduler_kwargs``), ``epochs``,
@@ -91,6 +93,7 @@ class Recipe:
     val_size: int | None = None
     test_subset: int | None = None
     augment: str = "none"
+    augment_on: str = "loader"
     batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -120,6 +123,8 @@ class Recipe:
             check_int(knob, getattr(self, knob), allow_none=True)
         if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0):
             raise ValueError(f"lr={self.lr!r} is not possible: use a positive number.")
+        if self.augment_on not in ("loader", "device"):
+            raise ValueError(f"augment_on={self.augment_on!r} is not possible: use 'loader' or 'device'.")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
 
@@ -222,7 +227,14 @@ def _slug(text: str) -> str:
 
 
 # The code that builds and trains every recipe's model; the module of the recipe's own factory is added to it.
-TRAINING_SOURCES = ("labutils.models", "labutils.train", "labutils.optimizers", "labutils.data", "labutils.distributed")
+TRAINING_SOURCES = (
+    "labutils.models",
+    "labutils.train",
+    "labutils.optimizers",
+    "labutils.data",
+    "labutils.batch_augment",
+    "labutils.distributed",
+)
 
 
 def source_digests(recipe: Recipe) -> dict[str, str]:
@@ -247,6 +259,8 @@ def recipe_key(recipe: Recipe, dataset: Mapping[str, Any]) -> str:
 
     config = recipe.as_config()
     config.pop("track")
+    if config["augment_on"] == "loader":  # the default: keys of runs cached before the field existed stay valid
+        config.pop("augment_on")
     payload = {
         "recipe": config,
         "files": _file_digests(dict(recipe.model_kwargs), {}),
@@ -279,6 +293,7 @@ def loaders_for(recipe: Recipe, profile: str):
             profile=profile,
             batch_size=recipe.batch_size,
             augment=recipe.augment,
+            augment_on=recipe.augment_on,
             val_size=recipe.val_size,
             seed=recipe.seed,
             train_subset=recipe.train_subset,

@@ -512,12 +512,10 @@ def fit(
     checkpoints = None
     if checkpoint_dir is not None:
         checkpoints = TrainingCheckpoints(
-            checkpoint_dir, model, opt, sched, epochs, ddp.loader, architecture, recorder=grad_recorder
+            checkpoint_dir, model, opt, sched, epochs, ddp.loader, architecture, grad_recorder
         )
     if checkpoints is not None and resume and checkpoints.last.exists():
-        state = checkpoints.resume(stopper, guard)
-        history, global_step = History.from_dict(state["history"]), state["global_step"]
-        history.resumed_from, history.interrupted = len(history), False
+        history, global_step = _resume(checkpoints, stopper, guard)
     bars = progress if isinstance(progress, TrainingBars) else TrainingBars(progress and distributed.is_main())
     tracker = tracker if distributed.is_main() else None  # one process alone logs (and writes checkpoints)
     bars.run(epochs, done=len(history))
@@ -540,12 +538,10 @@ def fit(
                 history.best_epoch, history.best_val_acc = epoch, val.top1
                 if checkpoints is not None:
                     history.checkpoint = str(checkpoints.save_best(stopper))
-            if sched is not None and not per_batch:
-                _step_after_epoch(sched, val.top1)
+            _step_after_epoch(sched, val.top1)
             if checkpoints is not None:
                 checkpoints.save_last(history, stopper, guard, global_step)
-            if tracker is not None:
-                _log_epoch(tracker, row, grad_recorder, global_step)
+            _log_epoch(tracker, row, grad_recorder, global_step)
             bars.epoch_done(row)
     except NonFiniteLossError as err:
         stopper.restore_best(model)
@@ -560,9 +556,17 @@ def fit(
     history.stopped_early = stopper.should_stop
     if history.stopped_early or history.interrupted:
         stopper.restore_best(model)
-    if tracker is not None:
-        _finish_tracking(tracker, history)
+    _finish_tracking(tracker, history)
     return history
+
+
+def _resume(checkpoints: TrainingCheckpoints, stopper: EarlyStopping, guard: LossGuard) -> tuple[History, int]:
+    """Load the interrupted run in ``checkpoints.last`` (weights, optimizer, scheduler, data order, ``stopper`` and
+    ``guard``); return its history so far and the optimizer steps it had taken."""
+    state = checkpoints.resume(stopper, guard)
+    history = History.from_dict(state["history"])
+    history.resumed_from, history.interrupted = len(history), False
+    return history, state["global_step"]
 
 
 def _to_device(model: nn.Module, device, amp: bool | None) -> tuple[torch.device, bool]:
@@ -577,7 +581,10 @@ def _to_device(model: nn.Module, device, amp: bool | None) -> tuple[torch.device
 
 
 def _step_after_epoch(scheduler, val_acc: float) -> None:
-    """An epoch scheduler's step; ReduceLROnPlateau watches validation accuracy."""
+    """An epoch scheduler's step; ReduceLROnPlateau watches validation accuracy. No scheduler, or OneCycleLR
+    (stepped after every batch instead), does nothing here."""
+    if scheduler is None or isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        return
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.step(val_acc)
     else:
@@ -585,7 +592,10 @@ def _step_after_epoch(scheduler, val_acc: float) -> None:
 
 
 def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) -> None:
-    """One tracker log per epoch: the History row, and the recorder's latest gradient numbers."""
+    """One tracker log per epoch (none without a tracker): the History row, and the recorder's latest gradient
+    numbers."""
+    if tracker is None:
+        return
     metrics = {TRACKER_NAMES.get(column, column): value for column, value in row.items()}
     if hasattr(recorder, "latest"):  # GradientRecorder: {"weight": {layer: norm}, "bias": {...}, "dead_relu": {...}}
         for kind, values in recorder.latest().items():
@@ -594,7 +604,10 @@ def _log_epoch(tracker, row: Mapping[str, float], recorder, global_step: int) ->
 
 
 def _finish_tracking(tracker, history: History) -> None:
-    """The run's summary, and the best checkpoint as a model artifact named after its folder."""
+    """The run's summary, and the best checkpoint as a model artifact named after its folder (without a tracker,
+    nothing)."""
+    if tracker is None:
+        return
     tracker.summary(
         best_val_acc=history.best_val_acc,
         best_epoch=history.best_epoch,
