@@ -192,7 +192,7 @@ def import_factory(path: str) -> Callable[..., Any]:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-able form of a recipe value; paths become their text (the key adds their content hash)."""
+    """JSON-able form of a recipe value; paths become their text (:func:`recipe_key` keys their content)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
@@ -208,18 +208,18 @@ def _plain(value: Any) -> Any:
     raise ValueError(f"Recipe value {value!r} ({type(value).__name__}) cannot be keyed: use numbers, strings, lists.")
 
 
-def _file_digests(value: Any, out: dict[str, str]) -> dict[str, str]:
+def _files_by_content(value: Any) -> Any:
+    """``value`` with every file path in it replaced by the SHA-256 of the file's content: an edited file keys
+    anew, and two copies of one file (another runs folder, another machine) key alike."""
     if isinstance(value, Mapping):
-        for v in value.values():
-            _file_digests(v, out)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _file_digests(v, out)
-    elif isinstance(value, Path):
+        return {k: _files_by_content(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_files_by_content(v) for v in value]
+    if isinstance(value, Path):
         if not value.is_file():
             raise FileNotFoundError(f"The recipe refers to {value}, which does not exist.")
-        out[str(value)] = hashlib.sha256(value.read_bytes()).hexdigest()
-    return out
+        return "sha256:" + hashlib.sha256(value.read_bytes()).hexdigest()
+    return value
 
 
 def _slug(text: str) -> str:
@@ -252,18 +252,18 @@ def source_digests(recipe: Recipe) -> dict[str, str]:
 
 def recipe_key(recipe: Recipe, dataset: Mapping[str, Any]) -> str:
     """``<readable name>-<10 hex digits>``: the hash covers every recipe field but ``track``, the contents of
-    files it names, the dataset's provenance, the source of the code that builds and trains the model
-    (:func:`source_digests`), :data:`HARNESS_VERSION` and, under torchrun, the number of processes (they shuffle
-    and deal out the batches differently from one process)."""
+    files it names (not where they lie), the dataset's provenance, the source of the code that builds and trains
+    the model (:func:`source_digests`), :data:`HARNESS_VERSION` and, under torchrun, the number of processes (they
+    shuffle and deal out the batches differently from one process)."""
     from labutils import distributed
 
     config = recipe.as_config()
+    config["model_kwargs"] = _plain(_files_by_content(dict(recipe.model_kwargs)))
     config.pop("track")
     if config["augment_on"] == "loader":  # the default: keys of runs cached before the field existed stay valid
         config.pop("augment_on")
     payload = {
         "recipe": config,
-        "files": _file_digests(dict(recipe.model_kwargs), {}),
         "source": source_digests(recipe),
         "dataset": {k: dataset.get(k) for k in ("name", "source", "synthetic", "sizes", "classes", "num_classes")},
         "harness": HARNESS_VERSION,

@@ -388,19 +388,21 @@ def _notebook_client_class():
             """
             self.reset_execution_trackers()
             with self.setup_kernel(**kwargs):
-                self.papermill_execute_cells()
-                msg_id = self.kc.kernel_info()
-                info_msg = self.wait_for_reply(msg_id)
-                self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
-                self.set_widgets_metadata()
-                with contextlib.suppress(Exception):  # queue.Empty after 10 s: shut down anyway
-                    while True:
-                        msg = run_sync(self.kc.get_iopub_msg)(timeout=10)
-                        parent = msg["parent_header"].get("msg_id")
-                        if parent == msg_id and msg["content"].get("execution_state") == "idle":
-                            break
-                if self.kc.hb_channel.is_alive():
-                    self.kc.hb_channel.stop()  # while the kernel is alive: see the docstring
+                try:
+                    self.papermill_execute_cells()
+                    msg_id = self.kc.kernel_info()
+                    info_msg = self.wait_for_reply(msg_id)
+                    self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
+                    self.set_widgets_metadata()
+                    with contextlib.suppress(Exception):  # queue.Empty after 10 s: shut down anyway
+                        while True:
+                            msg = run_sync(self.kc.get_iopub_msg)(timeout=10)
+                            parent = msg["parent_header"].get("msg_id")
+                            if parent == msg_id and msg["content"].get("execution_state") == "idle":
+                                break
+                finally:  # also after a failed cell or Ctrl-C, when the kernel may still be busy
+                    if self.kc.hb_channel.is_alive():
+                        self.kc.hb_channel.stop()  # while the kernel is alive: see the docstring
             return self.nb
 
     return LabNotebookClient

@@ -470,11 +470,12 @@ def test_lab04_runs_in_jupyterlab_and_depth_widget_redraws(lab_server, browser):
 
     name = "04_residual_mlp.ipynb"
     with notebook_run_in_lab(browser, lab_server, name):
-        dropdowns = browser.find_elements(
+        cell = code_cell_containing(browser, "def show_profile")  # the lab's explorer cell has a depth dropdown too
+        dropdowns = cell.find_elements(
             By.XPATH,
-            "//div[contains(@class,'widget-dropdown')][.//label[normalize-space()='depth']]//select",
+            ".//div[contains(@class,'widget-dropdown')][.//label[normalize-space()='depth']]//select",
         )
-        assert len(dropdowns) == 1, f"expected one rendered 'depth' dropdown, found {len(dropdowns)}"
+        assert len(dropdowns) == 1, f"expected one rendered 'depth' dropdown in its cell, found {len(dropdowns)}"
         select = Select(dropdowns[0])
         interact = dropdowns[0].find_element(By.XPATH, "./ancestor::div[contains(@class,'widget-interact')][1]")
         shown = wait_for(lambda: loaded_images(browser, interact), WIDGET_REDRAW_S, "the depth widget's figure")

@@ -80,6 +80,10 @@ def test_a_file_named_in_model_kwargs_is_keyed_by_its_content(tmp_path):
     path.write_bytes(b"first")
     recipe = tiny(model_kwargs={"in_features": 784, "num_classes": 10, "width": 32, "depth": 2, "ckpt": path})
     first = recipe_key(recipe, DATASET)
+    copy = tmp_path / "elsewhere" / "backbone.pt"  # the same weights in another runs folder: the same run
+    copy.parent.mkdir()
+    copy.write_bytes(b"first")
+    assert recipe_key(recipe.replace(model_kwargs={**recipe.model_kwargs, "ckpt": copy}), DATASET) == first
     path.write_bytes(b"second")
     assert recipe_key(recipe, DATASET) != first
 

@@ -45,7 +45,12 @@ def test_ctrl_c_during_a_notebook_is_one_line_and_exit_130(tmp_path):
         time.sleep(0.2)
     assert started.exists(), "the notebook's cell never started"
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=90)
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"`labutils run` did not stop within 90 s of Ctrl-C; it printed:\n{out}\n{err}")
     assert proc.returncode == 130, err
     lines = _without_progress(err)
     assert lines == ["interrupted in 95_slow, cell 3; finished runs are cached"]  # after papermill's injected cell, err
