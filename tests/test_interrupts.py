@@ -38,8 +38,17 @@ def test_ctrl_c_during_a_notebook_is_one_line_and_exit_130(tmp_path):
         "--runs",
         str(runs),
     ]
-    # A terminal's Ctrl-C signals the whole foreground process group: the command and the kernel it started.
-    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A terminal's Ctrl-C signals the whole foreground process group: the command and the kernel it started. A
+    # foreground job takes SIGINT; a job started in the background by a non-interactive shell (and all it starts,
+    # this test too) ignores it, so the command is given the terminal's default back.
+    proc = subprocess.Popen(
+        command,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -1,10 +1,10 @@
 """labutils.student: the student edition generated from the solution notebooks.
 
 The markup is transformed like nbgrader's ClearSolutions / ClearHiddenTests. Every lab whose notebook marks an
-exercise (found from the markup, not listed here) runs in the student edition up to its first check, which fails on
-the stub; with the solutions and hidden tests put back it is the solution notebook, code cell for code cell, whose
-quick-profile run (the notebook test's) passes every check. Labs without exercises are copied with their outputs
-cleared.
+exercise (found from the markup, not listed here) runs its set-up cells, first exercise and check in the student
+edition, and the check fails on the stub; with the solutions and hidden tests put back it is the solution notebook,
+code cell for code cell, whose quick-profile run (the notebook test's) passes every check. Labs without exercises
+are copied with their outputs cleared.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import shutil
 
 import nbformat
 import pytest
@@ -212,29 +211,34 @@ def _executed_solution(stem, notebook_metrics):
     return nbformat.read(session_root() / "runs" / stem / f"{stem}.executed.ipynb", as_version=4)
 
 
+def setup_cells(nb) -> list[int]:
+    """Indices of the lab's set-up code cells: those before its first numbered section (install, parameters,
+    imports and knobs)."""
+    first_section = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## "))
+    return [i for i in range(first_section) if nb.cells[i].cell_type == "code"]
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("stem", LABS)
-def test_student_lab_runs_up_to_its_first_check_which_fails_on_the_stub(
-    edition, stem, tmp_path, monkeypatch, notebook_metrics
-):
+def test_student_lab_runs_its_first_exercise_and_check_which_fails_on_the_stub(edition, stem, tmp_path, monkeypatch):
     from papermill.exceptions import PapermillExecutionError
 
     nb = nbformat.read(edition[0] / f"{stem}.ipynb", as_version=4)
-    first = min(student.exercise_cells(SOLUTIONS[stem]))
+    solution = SOLUTIONS[stem]
+    first = min(student.exercise_cells(solution))
     check = next(i for i in range(first + 1, len(nb.cells)) if "checks.check_" in nb.cells[i].source)
-    nb.cells = nb.cells[: check + 1]
+    # Every code cell before the exercise is the solution's own, which the notebook test ran to the end; here the
+    # set-up cells run, then the stubbed exercise and its check, as a student's kernel would run them.
+    before = [(c.id, c.source) for c in nb.cells[:first] if c.cell_type == "code"]
+    assert before == [(c.id, c.source) for c in solution.cells[:first] if c.cell_type == "code"]
+    kept = setup_cells(nb) + list(range(first, check + 1))
+    nb.cells = [nb.cells[i] for i in kept]
     path = tmp_path / f"{stem}.ipynb"
     nbformat.write(nb, path)
-    # The runs the solution trained are reloaded from a copy of its cache, as a student's second session would:
-    # the cells before the first check still all run, without training the same networks again.
-    _executed_solution(stem, notebook_metrics)
-    trained = session_root() / "runs" / stem / "checkpoints"
-    if trained.is_dir():
-        shutil.copytree(trained, tmp_path / "runs" / stem / "checkpoints")
     with pytest.raises(PapermillExecutionError) as info:
         _run(path, tmp_path, monkeypatch)
     assert info.value.ename == "CheckFailed" and "YOUR CODE HERE" in info.value.evalue
-    assert info.value.cell_index == check + 1  # the cells before it ran (papermill inserted one parameters cell)
+    assert info.value.cell_index == len(kept)  # the check, the last cell (papermill inserted one parameters cell)
 
 
 @pytest.mark.notebooks
