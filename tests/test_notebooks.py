@@ -10,12 +10,14 @@ import ast
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from conftest import notebook_paths, session_root
-from labutils import colab, nbtools
+from labutils import colab, nbtools, student
 
 NOTEBOOKS = notebook_paths()
+NOTEBOOKS_DIR = NOTEBOOKS[0].parent
 IDS = [p.stem for p in NOTEBOOKS]
 
 
@@ -135,3 +137,18 @@ def test_explorers_show_their_default_view_in_a_batch_run(stem, notebook_metrics
         assert not any(out["output_type"] == "error" for out in cell["outputs"])
         text = "".join("".join(out.get("text", "")) for out in cell["outputs"])
         assert "Traceback" not in text
+
+
+WITH_EXERCISES = [p.stem for p in NOTEBOOKS if student.exercise_cells(nbformat.read(p, as_version=4))]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("stem", WITH_EXERCISES)
+def test_every_visible_and_hidden_check_passes_in_the_run(stem, notebook_metrics):
+    notebook_metrics(stem)  # executes the notebook once per session
+    executed = nbformat.read(session_root() / "runs" / stem / f"{stem}.executed.ipynb", as_version=4)
+    checks = [c for c in executed.cells if c.cell_type == "code" and student.BEGIN_HIDDEN_TESTS in c.source]
+    assert len(checks) == len(student.exercise_cells(nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)))
+    for cell in checks:  # the visible check and the hidden one both passed: each prints one "check_...:" line
+        text = "".join(out.get("text", "") for out in cell.outputs)
+        assert len([line for line in text.splitlines() if line.startswith("check_")]) == 2, text
