@@ -256,3 +256,10 @@ def test_install_cell_installs_labutils_once_in_a_fresh_venv_on_simulated_colab(
     assert check.returncode == 0 and "No broken requirements found" in check.stdout, check.stdout + check.stderr
     requires = run("-c", "from importlib.metadata import requires; print(requires('labutils'))")
     assert "numpy" in requires.stdout and "==" not in requires.stdout, requires.stdout  # ranges, never pins
+
+
+def test_readme_has_every_labs_current_badge():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert colab.badge_markdown(path.name) in readme, f"README.md lacks the current Colab badge of {path.name}"
+    assert readme.count("colab-badge.svg") == len(NOTEBOOKS)  # no stale badge left beside the current ones
