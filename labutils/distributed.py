@@ -100,8 +100,12 @@ def init(device=None):
 
 
 def teardown() -> None:
-    """Leave the process group (at the end of a torchrun process; registered by :func:`init` to run at exit)."""
+    """Leave the process group (at the end of a torchrun process; registered by :func:`init` to run at exit).
+
+    The processes first wait for each other: one that left while another still ran a collective (the last epoch's
+    sums, process 0's checkpoint barrier) could be aborted by Gloo's threads at exit."""
     if active():
+        dist.barrier()
         dist.destroy_process_group()
 
 
