@@ -506,7 +506,6 @@ def fit(
     opt = build_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
     steps = steps_per_epoch(ddp.loader, max_steps_per_epoch)
     sched = build_scheduler(opt, scheduler, epochs=epochs, steps_per_epoch=steps, **dict(scheduler_kwargs or {}))
-    per_batch = isinstance(sched, torch.optim.lr_scheduler.OneCycleLR)
 
     history, stopper, guard, global_step = History(), EarlyStopping(patience), LossGuard(), 0
     checkpoints = None
@@ -520,7 +519,7 @@ def fit(
     tracker = tracker if distributed.is_main() else None  # one process alone logs (and writes checkpoints)
     bars.run(epochs, done=len(history))
     epoch_options = dict(loss_fn=loss_fn, device=device, amp=amp, max_steps=max_steps_per_epoch, guard=guard)
-    epoch_options.update(scheduler=sched if per_batch else None, recorder=grad_recorder, progress=bars)
+    epoch_options.update(scheduler=sched if _steps_per_batch(sched) else None, recorder=grad_recorder, progress=bars)
     try:
         for epoch in range(len(history) + 1, epochs + 1):
             if stopper.should_stop:  # a resumed run that had already stopped early
@@ -580,10 +579,15 @@ def _to_device(model: nn.Module, device, amp: bool | None) -> tuple[torch.device
     return device, (device.type == "cuda" if amp is None else bool(amp))
 
 
+def _steps_per_batch(scheduler) -> bool:
+    """Whether ``scheduler`` is stepped after every batch (OneCycleLR) rather than after every epoch."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+
 def _step_after_epoch(scheduler, val_acc: float) -> None:
     """An epoch scheduler's step; ReduceLROnPlateau watches validation accuracy. No scheduler, or OneCycleLR
     (stepped after every batch instead), does nothing here."""
-    if scheduler is None or isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+    if scheduler is None or _steps_per_batch(scheduler):
         return
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.step(val_acc)
